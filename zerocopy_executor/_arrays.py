@@ -1,0 +1,134 @@
+"""Shared allocation: plain ndarrays whose memory lies in a shared segment."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import DTypeLike, NDArray
+
+from . import _arrayref, _segments
+
+__all__ = ["empty", "empty_like", "is_shared", "process_allocator", "set_process_tracker", "share", "zeros", "zeros_like"]
+
+
+class _ProcessTracker:
+    """Where this process reports the segments it creates (a worker: its executor's ledger)."""
+
+    track: Callable[[str], None] | None = None
+    forget: Callable[[str], None] | None = None
+
+
+_TRACKER = _ProcessTracker()
+
+
+def set_process_tracker(track: Callable[[str], None], forget: Callable[[str], None]) -> None:
+    """Report every segment this process creates from now on (called in workers)."""
+    _TRACKER.track, _TRACKER.forget = track, forget
+
+
+def process_allocator(nbytes: int) -> _segments.SegmentBuffer:
+    """Create a segment owned by this process, reported to its tracker if it has one."""
+    forget = _TRACKER.forget
+    buffer = _segments.create(nbytes, hooks=() if forget is None else (forget,))
+    if _TRACKER.track is not None:
+        _TRACKER.track(buffer.name)
+    return buffer
+
+
+def _normalize_shape(shape: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
+    if isinstance(shape, (int, np.integer)):
+        return (operator.index(shape),)
+    return tuple(operator.index(n) for n in shape)
+
+
+def empty(
+    shape: int | tuple[int, ...] | list[int], dtype: DTypeLike = float, order: Literal["C", "F"] = "C"
+) -> NDArray[Any]:
+    """Return a new uninitialised array in shared memory, like ``numpy.empty``.
+
+    The result is a plain ``numpy.ndarray``. Passed to a SharedArrayExecutor (in either
+    direction) it travels by reference: the receiver sees the same memory. The segment
+    is freed when the last view of it, in any process, is garbage-collected.
+
+    Args:
+        shape: the array's shape.
+        dtype: any dtype NumPy can put in a buffer (not object).
+        order: "C" or "F" memory layout.
+
+    Returns:
+        The new array.
+
+    Raises:
+        TypeError: the dtype holds Python objects.
+        ValueError: a dimension is negative, or order is not "C" or "F".
+        SegmentError: shared memory is full.
+    """
+    dims = _normalize_shape(shape)
+    descr = np.dtype(dtype)
+    if descr.hasobject:
+        msg = f"cannot share array with dtype {descr}; pass object arrays as ordinary arguments"
+        raise TypeError(msg)
+    if order not in ("C", "F"):
+        msg = f"order must be 'C' or 'F', got {order!r}"
+        raise ValueError(msg)
+    if any(n < 0 for n in dims):
+        msg = f"negative dimensions are not allowed, got shape {dims!r}"
+        raise ValueError(msg)
+    nbytes = math.prod(dims) * descr.itemsize
+    buffer = process_allocator(max(nbytes, 1))  # mmap cannot map zero bytes
+    return np.ndarray(dims, descr, buffer=buffer, order=order)
+
+
+def zeros(
+    shape: int | tuple[int, ...] | list[int], dtype: DTypeLike = float, order: Literal["C", "F"] = "C"
+) -> NDArray[Any]:
+    """Return a new zero-filled array in shared memory, like ``numpy.zeros``.
+
+    Same arguments as :func:`empty`. A new segment is zero-filled by the kernel, so
+    this costs no more than ``empty``.
+    """
+    return empty(shape, dtype, order)
+
+
+def _like_order(a: NDArray[Any]) -> Literal["C", "F"]:
+    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+
+
+def empty_like(a: NDArray[Any], dtype: DTypeLike = None) -> NDArray[Any]:
+    """Return a new shared array with a's shape and dtype (and its layout if Fortran)."""
+    a = np.asarray(a)
+    return empty(a.shape, a.dtype if dtype is None else dtype, _like_order(a))
+
+
+def zeros_like(a: NDArray[Any], dtype: DTypeLike = None) -> NDArray[Any]:
+    """Return a new zero-filled shared array with a's shape and dtype."""
+    a = np.asarray(a)
+    return zeros(a.shape, a.dtype if dtype is None else dtype, _like_order(a))
+
+
+def share(a: Any) -> NDArray[Any]:
+    """Return a copy of a in shared memory (one copy); pass it to workers by reference.
+
+    Args:
+        a: an array, or anything ``numpy.asarray`` accepts.
+
+    Raises:
+        TypeError: the array holds Python objects.
+    """
+    source = np.asarray(a)
+    out = empty_like(source)
+    np.copyto(out, source, casting="no")
+    return out
+
+
+def is_shared(a: Any) -> bool:
+    """Return True if a is an ndarray whose memory lies in a shared segment mapped here.
+
+    Any view counts: slices, transposes, negative strides, views made by other
+    libraries. Such arrays are sent to workers (and back) without a copy.
+    """
+    return isinstance(a, np.ndarray) and a.size > 0 and _arrayref.locate(a) is not None

@@ -1,0 +1,25 @@
+"""Exception and warning classes, re-exported by the package."""
+
+from __future__ import annotations
+
+__all__ = ["SegmentError", "SegmentLeakWarning", "SharedArrayError", "SharedMemoryFullWarning"]
+
+
+class SharedArrayError(RuntimeError):
+    """Base class for errors raised by zerocopy_executor."""
+
+
+class SegmentError(SharedArrayError):
+    """A shared-memory segment could not be created, found or mapped."""
+
+
+class SegmentLeakWarning(ResourceWarning):
+    """A shared-memory segment had to be cleaned up by someone other than its owner."""
+
+
+class SharedMemoryFullWarning(RuntimeWarning):
+    """/dev/shm could not hold an array, so it was pickled instead.
+
+    A RuntimeWarning (not a ResourceWarning) because it is shown by default: the user
+    should learn that the speedup is gone and how to enlarge /dev/shm.
+    """

@@ -1,0 +1,312 @@
+"""SharedArrayExecutor: a ProcessPoolExecutor whose large arrays travel through shared memory.
+
+Data flow of one task::
+
+    submit(fn, *args)                        parent
+      └─ TaskEnvelope ─ pickled in the call-queue feeder thread (fact 5):
+           encode_call: large plain arrays → one copy into a new segment;
+                        arrays already shared → ArrayRef only; the rest → pickle
+                       ═══ pipe: a few hundred bytes per array ═══
+    run_task(payload)                        worker
+      ├─ decode: map each segment once, rebuild zero-copy views
+      ├─ fn(*args, **kwargs)
+      └─ encode_result: large arrays → segments handed over to the parent
+                       ═══ pipe ═══
+    settle(inner future)                     parent, manager thread
+      ├─ decode: map result segments and take ownership (unlinked when the last
+      │          view dies), failing only this future if that goes wrong (fact 6)
+      ├─ release the argument segments of the task
+      └─ resolve the future the user holds
+
+Every segment the executor's processes create is reported to a ledger in a
+SharedMemoryManager server (see _ledger), which releases what is left at shutdown, or
+when the parent dies.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from functools import partial
+from multiprocessing import resource_tracker
+from multiprocessing.context import BaseContext
+from multiprocessing.managers import SharedMemoryManager
+from typing import Any, TypeVar
+
+from . import _codec, _segments
+from ._config import DEFAULT_MIN_NBYTES, SharingPolicy
+from ._errors import SharedArrayError
+from ._ledger import LedgerClient, start_ledger
+from ._stats import ExecutorStats, StatsCounter
+from ._worker import WorkerSetup, initialize, run_task
+
+__all__ = ["SharedArrayExecutor"]
+
+T = TypeVar("T")
+
+
+class _SharingState:
+    """Everything the executor's tasks need after the executor itself may be gone.
+
+    Envelopes and callbacks hold this, not the executor, so that an executor dropped
+    without shutdown() is still collected the way ProcessPoolExecutor is.
+    """
+
+    def __init__(self, policy: SharingPolicy, context: BaseContext, setup: WorkerSetup) -> None:
+        self.policy = policy
+        self.context = context
+        self.setup = setup
+        self.stats = StatsCounter()
+        self.live: set[str] = set()  # segments created by this executor, not yet released
+        self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        self.pending = 0
+        self.manager: SharedMemoryManager | None = None
+        self.ledger: LedgerClient | None = None
+        self.closed = False
+
+    def start_ledger(self) -> None:
+        """Start the SharedMemoryManager before the first worker (it is in their setup)."""
+        with self.lock:
+            if self.manager is not None or self.closed:
+                return
+            self.manager, proxy = start_ledger(self.context)
+            self.ledger = LedgerClient(proxy)
+            self.setup.ledger_proxy = proxy
+
+    def allocate(self, nbytes: int) -> _segments.SegmentBuffer:
+        """Create a segment for a copied argument, owned here and recorded in the ledger."""
+        buffer = _segments.create(nbytes, hooks=(self.forget,))
+        self.live.add(buffer.name)
+        if self.ledger is not None:
+            self.ledger.track(buffer.name)
+        return buffer
+
+    def adopt(self, buffer: _segments.SegmentBuffer) -> None:
+        """Count a result segment handed over by a worker (the ledger knows it already)."""
+        self.live.add(buffer.name)
+        _segments.on_release(buffer, self.forget)
+
+    def forget(self, name: str) -> None:
+        """Called after a segment of ours was unlinked (from a finalizer: no I/O here)."""
+        self.live.discard(name)
+        if self.ledger is not None and not self.closed:
+            self.ledger.forget(name)
+
+    def task_started(self) -> None:
+        with self.lock:
+            self.pending += 1
+
+    def task_settled(self) -> None:
+        with self.lock:
+            self.pending -= 1
+            if self.pending == 0:
+                self.idle.notify_all()
+
+    def close(self) -> None:
+        """Release every segment still recorded, except results the user still holds."""
+        with self.lock:
+            while self.pending:
+                self.idle.wait()
+            self.closed = True
+            manager, ledger, self.manager, self.ledger = self.manager, self.ledger, None, None
+        if manager is None or ledger is None:
+            return
+        # Results outlive the executor (DESIGN.md): their names stay linked until the
+        # last view dies here.
+        ledger.forget_now(name for name in _segments.owned_live_names() if name in self.live)
+        manager.shutdown()
+
+
+class TaskEnvelope:
+    """A call whose pickling (in the feeder thread) encodes it, and what that pinned.
+
+    Encoding at pickling time rather than in submit() keeps shared memory bounded by
+    the tasks in flight: only about max_workers + 1 call items are pickled ahead.
+    """
+
+    __slots__ = ("_call", "_lock", "_pinned", "_released", "_state")
+
+    def __init__(self, state: _SharingState, call: tuple[Any, ...]) -> None:
+        self._state = state
+        self._call: tuple[Any, ...] | None = call
+        self._pinned: list[_segments.SegmentBuffer] = []
+        self._lock = threading.Lock()
+        self._released = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        with self._lock:
+            if self._released or self._call is None:
+                msg = "task was released before it was sent; this is a bug in zerocopy_executor"
+                raise SharedArrayError(msg)
+            state = self._state
+            session = _codec.EncodeSession(state.policy, state.allocate, handover=False)
+            payload = _codec.encode_call(self._call, session)
+            # The worker attaches by name: keep our mappings (and so the names) until
+            # the task is over; the caller's arrays themselves are no longer needed.
+            self._pinned, self._call = session.pinned, None
+            state.stats.add(session.tally)
+        return (bytes, (payload,))
+
+    def release(self) -> None:
+        """Drop the task's segments: each is unlinked once no view of it is left."""
+        with self._lock:
+            self._released = True
+            self._pinned, self._call = [], None
+
+
+class SharedFuture(Future[T]):
+    """The future submit() returns: resolved once the result is decoded in the parent.
+
+    ProcessPoolExecutor unpickles results in its manager thread, where an exception
+    breaks the whole pool; decoding here instead fails only this future (fact 6).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inner: Future[Any] | None = None
+
+    def cancel(self) -> bool:
+        """Cancel the task if it has not started running."""
+        inner = self._inner
+        if inner is None:
+            return super().cancel()
+        return inner.cancel() and self.cancelled()
+
+    def running(self) -> bool:
+        """Return True if the task is running in a worker."""
+        inner = self._inner
+        return (inner is not None and inner.running()) or super().running()
+
+
+def _settle(outer: SharedFuture[Any], envelope: TaskEnvelope, state: _SharingState, inner: Future[Any]) -> None:
+    try:
+        if inner.cancelled():
+            Future.cancel(outer)
+            outer.set_running_or_notify_cancel()
+            return
+        exc = inner.exception()
+        if exc is not None:
+            outer.set_exception(exc)
+            return
+        payload, tally = inner.result()
+        if tally is not None:
+            state.stats.add(tally)
+        try:
+            value = _codec.decode(payload, _codec.DecodeSession(state.adopt))
+        except BaseException as decode_error:  # noqa: BLE001 - fail this future, never the pool
+            outer.set_exception(decode_error)
+        else:
+            outer.set_result(value)
+    finally:
+        outer._inner = None  # noqa: SLF001 - our own class; frees the raw payload
+        envelope.release()
+        state.task_settled()
+
+
+def _default_context(max_tasks_per_child: int | None) -> BaseContext:
+    # As ProcessPoolExecutor picks it (3.11+): workers that exit must not be forked.
+    if max_tasks_per_child is not None:
+        return multiprocessing.get_context("spawn")
+    return multiprocessing.get_context()
+
+
+class SharedArrayExecutor(ProcessPoolExecutor):
+    """A ProcessPoolExecutor that sends large NumPy arrays through shared memory.
+
+    Arrays in arguments and results, nested anywhere, take one of three paths: arrays
+    already in shared memory (made by :func:`zerocopy_executor.empty` and friends, or
+    received from another process) travel by reference with no copy; plain arrays of
+    at least ``min_nbytes`` are copied once into a new segment; everything else is
+    pickled, as ProcessPoolExecutor would. Functions are pickled with cloudpickle, so
+    lambdas and functions defined in ``__main__`` work under every start method.
+
+    Args:
+        max_workers: as for ProcessPoolExecutor.
+        mp_context: as for ProcessPoolExecutor.
+        initializer: as for ProcessPoolExecutor; may also be a lambda.
+        initargs: as for ProcessPoolExecutor.
+        max_tasks_per_child: as for ProcessPoolExecutor (Python 3.11 and newer).
+        min_nbytes: plain arrays of at least this many bytes are shared; smaller ones
+            are pickled. Defaults to 1 MiB, the measured crossover.
+
+    Raises:
+        ValueError: max_workers or min_nbytes is out of range, or max_tasks_per_child
+            is used with the fork start method.
+        TypeError: initializer is not callable or min_nbytes is not an int.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: BaseContext | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+        min_nbytes: int = DEFAULT_MIN_NBYTES,
+    ) -> None:
+        if initializer is not None and not callable(initializer):
+            msg = "initializer must be a callable"
+            raise TypeError(msg)
+        policy = SharingPolicy(min_nbytes)
+        extra: dict[str, Any] = {}
+        if max_tasks_per_child is not None:
+            if sys.version_info < (3, 11):
+                msg = "max_tasks_per_child requires Python 3.11 or newer; leave it unset"
+                raise TypeError(msg)
+            extra["max_tasks_per_child"] = max_tasks_per_child
+        context = mp_context if mp_context is not None else _default_context(max_tasks_per_child)
+        setup = WorkerSetup(os.getpid(), policy, initializer, tuple(initargs))
+        super().__init__(max_workers, context, initialize, (setup,), **extra)
+        # Workers must share our resource tracker; under fork they only inherit it if
+        # it runs before the first fork (fact 3).
+        resource_tracker.ensure_running()
+        self._sharing = _SharingState(policy, context, setup)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Submits a callable to be executed with the given arguments.
+
+        Schedules the callable to be executed as fn(*args, **kwargs) and returns a
+        Future instance representing the execution of the callable. Large arrays in
+        the arguments and the result travel through shared memory.
+
+        Returns:
+            A Future representing the given call.
+        """
+        state = self._sharing
+        if not state.closed:
+            state.start_ledger()
+        envelope = TaskEnvelope(state, (fn, args, kwargs))
+        outer: SharedFuture[T] = SharedFuture()
+        state.task_started()  # before the task exists, so close() cannot miss it
+        try:
+            inner = super().submit(run_task, envelope)
+        except BaseException:
+            state.task_settled()
+            raise
+        outer._inner = inner  # noqa: SLF001 - our own class
+        inner.add_done_callback(partial(_settle, outer, envelope, state))
+        return outer
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Clean-up the resources associated with the Executor.
+
+        As ProcessPoolExecutor.shutdown; then every segment the executor created is
+        released, except those behind results still referenced (they live on until
+        their last view is collected). With ``wait=False`` that happens in the
+        background once the pending tasks are done.
+        """
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:
+            self._sharing.close()
+        else:
+            threading.Thread(target=self._sharing.close, name="zerocopy-shutdown").start()
+
+    def stats(self) -> ExecutorStats:
+        """Return a snapshot of the arrays sent so far, in both directions, by path."""
+        return self._sharing.stats.snapshot(live_segments=len(self._sharing.live))

@@ -1,0 +1,307 @@
+"""Segment lifetime: create, attach and unlink named POSIX shared memory.
+
+Each process keeps a table of the segments it has mapped, so that any view of a
+shared array (a slice, a transpose, a view made by another library) is found by its
+address, and so that a segment already mapped here is never mapped twice: a result that
+is a view of a shared input then truly aliases it.
+
+The rules that keep /dev/shm clean (DESIGN.md facts 1, 3, 4 and 8):
+
+- The creator registers the segment with the resource tracker, once. Every process of
+  a pool shares that tracker, so attaching never registers (gh-82300: before 3.13
+  ``SharedMemory(name=...)`` registers on attach, hence the use of ``_posixshmem``).
+- Whoever's ``shm_unlink`` succeeds unregisters it, once; unlinking is atomic, so two
+  cleaners (an owner and the executor's ledger) never both unregister.
+- Pages are reserved with ``posix_fallocate`` at creation: on a full tmpfs the first
+  write to an unbacked page raises SIGBUS, a reserved one cannot.
+- The process that owns a segment unlinks it when its last view is garbage-collected
+  (or at interpreter exit). Unlinking while mapped is fine on POSIX: other processes
+  keep their mappings, only the name goes away.
+- Names are short (macOS allows 31 characters), random, never reused, created with
+  ``O_EXCL`` and mode 0600, and carry the creator's pid so a leak points at its owner.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import mmap
+import os
+import re
+import secrets
+import shutil
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from multiprocessing import resource_tracker
+
+import _posixshmem  # the primitive under multiprocessing.shared_memory on POSIX
+
+from ._errors import SegmentError
+
+__all__ = [
+    "NAME_PREFIX",
+    "SegmentBuffer",
+    "attach",
+    "create",
+    "disown",
+    "find",
+    "is_owned",
+    "on_release",
+    "owned_live_names",
+    "take_ownership",
+    "unlink",
+]
+
+NAME_PREFIX = "zc_"
+_NAME_PATTERN = re.compile(rf"{NAME_PREFIX}[0-9]+_[0-9a-f]{{12}}")
+_RTYPE = "shared_memory"
+_SHM_DIR = "/dev/shm"
+
+
+class SegmentBuffer(mmap.mmap):
+    """A read-write mapping of one named segment; arrays view it as their buffer."""
+
+    name: str
+    address: int
+    ownership: _Ownership
+
+
+class _Ownership:
+    """Who unlinks a segment when its mapping dies, and who to tell afterwards."""
+
+    __slots__ = ("hooks", "name", "owner_pid")
+
+    def __init__(self, name: str, owner_pid: int | None) -> None:
+        self.name = name
+        self.owner_pid = owner_pid
+        self.hooks: list[Callable[[str], None]] = []
+
+
+class _MappingTable:
+    """This process's live mappings, by name and by address (weakly held)."""
+
+    def __init__(self) -> None:
+        # Reentrant: a finalizer may run (garbage collection) while the lock is held.
+        self.lock = threading.RLock()
+        self.by_name: dict[str, weakref.ref[SegmentBuffer]] = {}
+        self.starts: list[int] = []
+        self.entries: list[tuple[int, int, weakref.ref[SegmentBuffer]]] = []
+
+    def add(self, buffer: SegmentBuffer) -> None:
+        ref = weakref.ref(buffer, self._drop)
+        start, end = buffer.address, buffer.address + len(buffer)
+        with self.lock:
+            self.by_name[buffer.name] = ref
+            index = bisect.bisect_left(self.starts, start)
+            self.starts.insert(index, start)
+            self.entries.insert(index, (start, end, ref))
+
+    def _drop(self, ref: weakref.ref[SegmentBuffer]) -> None:
+        with self.lock:
+            for index, entry in enumerate(self.entries):
+                if entry[2] is ref:
+                    del self.entries[index]
+                    del self.starts[index]
+                    break
+            for name, candidate in list(self.by_name.items()):
+                if candidate is ref:
+                    del self.by_name[name]
+
+    def get(self, name: str) -> SegmentBuffer | None:
+        with self.lock:
+            ref = self.by_name.get(name)
+        return None if ref is None else ref()
+
+    def find(self, low: int, high: int) -> tuple[SegmentBuffer, int] | None:
+        with self.lock:
+            index = bisect.bisect_right(self.starts, low) - 1
+            # A mapping being torn down may still be listed beside a new one at the
+            # same address (munmap runs before weakref callbacks): skip dead entries.
+            while index >= 0:
+                start, end, ref = self.entries[index]
+                buffer = ref()
+                if buffer is not None:
+                    return (buffer, low - start) if high <= end else None
+                index -= 1
+        return None
+
+    def owned_names(self, pid: int) -> list[str]:
+        with self.lock:
+            buffers = [ref() for ref in self.by_name.values()]
+        return [b.name for b in buffers if b is not None and b.ownership.owner_pid == pid]
+
+
+_TABLE = _MappingTable()
+
+
+def new_name() -> str:
+    """Return a fresh, unguessable segment name (at most 30 characters)."""
+    return f"{NAME_PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
+
+
+def _map(fd: int, nbytes: int, name: str) -> SegmentBuffer:
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    if sys.version_info >= (3, 13):
+        buffer = SegmentBuffer(fd, nbytes, flags=flags, trackfd=False)
+    else:
+        buffer = SegmentBuffer(fd, nbytes, flags=flags)
+    buffer.name = name
+    anchor = ctypes.c_char.from_buffer(buffer)
+    buffer.address = ctypes.addressof(anchor)
+    del anchor  # a live export would pin the mapping
+    return buffer
+
+
+def _reserve(fd: int, nbytes: int) -> None:
+    """Back every page now, so a full tmpfs is an OSError here, not SIGBUS later."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None:  # macOS: no fallocate; its shm is not a size-limited tmpfs
+        return
+    fallocate(fd, 0, nbytes)
+
+
+def _shm_free_bytes() -> int | None:
+    try:
+        return shutil.disk_usage(_SHM_DIR).free
+    except OSError:
+        return None
+
+
+def create(nbytes: int, *, hooks: tuple[Callable[[str], None], ...] = ()) -> SegmentBuffer:
+    """Create, reserve and map a new segment owned by this process.
+
+    Args:
+        nbytes: size in bytes, at least 1.
+        hooks: called with the name after this process unlinks the segment.
+
+    Raises:
+        SegmentError: the segment could not be created or its pages reserved (for
+            example /dev/shm is full); nothing is left behind.
+    """
+    name = new_name()
+    path = "/" + name
+    try:
+        fd = _posixshmem.shm_open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+    except OSError as exc:
+        msg = f"cannot create a shared-memory segment of {nbytes} bytes: {exc}"
+        raise SegmentError(msg) from exc
+    resource_tracker.register(path, _RTYPE)
+    try:
+        os.ftruncate(fd, nbytes)
+        _reserve(fd, nbytes)
+        buffer = _map(fd, nbytes, name)
+    except OSError as exc:
+        unlink(name)
+        free = _shm_free_bytes()
+        where = f"{_SHM_DIR} has {free} bytes free" if free is not None else "shared memory is full"
+        msg = (
+            f"cannot reserve {nbytes} bytes of shared memory ({where}): {exc}; "
+            "enlarge /dev/shm (for Docker: --shm-size) or share smaller arrays"
+        )
+        raise SegmentError(msg) from exc
+    except BaseException:
+        unlink(name)
+        raise
+    finally:
+        os.close(fd)
+    _adopt(buffer, os.getpid(), hooks)
+    return buffer
+
+
+def attach(name: str, nbytes: int) -> SegmentBuffer:
+    """Map an existing segment (or reuse this process's mapping of it).
+
+    Raises:
+        SegmentError: the name is not one of ours, the segment is gone, or it is
+            smaller than ``nbytes``.
+    """
+    buffer = _TABLE.get(name)
+    if buffer is not None and len(buffer) >= nbytes:
+        return buffer
+    if not _NAME_PATTERN.fullmatch(name):
+        msg = f"refusing to attach segment {name!r}: not a zerocopy_executor segment name"
+        raise SegmentError(msg)
+    try:
+        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+    except FileNotFoundError as exc:
+        msg = (
+            f"segment {name!r} was unlinked before this process attached it; keep the "
+            "array (and the executor) alive until the futures that use it finish"
+        )
+        raise SegmentError(msg) from exc
+    try:
+        size = os.fstat(fd).st_size
+        if size < nbytes or size == 0:
+            msg = f"segment {name!r} holds {size} bytes, {nbytes} expected; it was truncated or replaced"
+            raise SegmentError(msg)
+        buffer = _map(fd, size, name)
+    finally:
+        os.close(fd)
+    _adopt(buffer, None, ())
+    return buffer
+
+
+def _adopt(buffer: SegmentBuffer, owner_pid: int | None, hooks: tuple[Callable[[str], None], ...]) -> None:
+    ownership = _Ownership(buffer.name, owner_pid)
+    ownership.hooks.extend(hooks)
+    buffer.ownership = ownership
+    _TABLE.add(buffer)
+    weakref.finalize(buffer, _release, ownership)
+
+
+def _release(ownership: _Ownership) -> None:
+    # Under fork a child inherits its parent's mappings and their finalizers: only the
+    # owning process may unlink.
+    if ownership.owner_pid != os.getpid():
+        return
+    unlink(ownership.name)
+    for hook in ownership.hooks:
+        hook(ownership.name)
+
+
+def unlink(name: str) -> bool:
+    """Remove a segment's name; return False if it was already gone.
+
+    The caller whose unlink succeeds is the one that unregisters it from the resource
+    tracker, so the tracker sees exactly one unregister for its one register.
+    """
+    path = "/" + name
+    try:
+        _posixshmem.shm_unlink(path)
+    except FileNotFoundError:
+        return False
+    resource_tracker.unregister(path, _RTYPE)
+    return True
+
+
+def find(low: int, high: int) -> tuple[SegmentBuffer, int] | None:
+    """Return the live mapping holding bytes [low, high) and the offset of low in it."""
+    return _TABLE.find(low, high)
+
+
+def is_owned(buffer: SegmentBuffer) -> bool:
+    """Whether this process will unlink the segment when its mapping dies."""
+    return buffer.ownership.owner_pid == os.getpid()
+
+
+def take_ownership(buffer: SegmentBuffer, hooks: tuple[Callable[[str], None], ...] = ()) -> None:
+    """Make this process the segment's owner (it was handed over by its creator)."""
+    buffer.ownership.owner_pid = os.getpid()
+    buffer.ownership.hooks.extend(hooks)
+
+
+def disown(buffer: SegmentBuffer) -> None:
+    """Hand the segment over: the receiver, not this process, will unlink it."""
+    buffer.ownership.owner_pid = None
+
+
+def on_release(buffer: SegmentBuffer, hook: Callable[[str], None]) -> None:
+    """Call hook with the segment's name after its owner here unlinks it."""
+    buffer.ownership.hooks.append(hook)
+
+
+def owned_live_names() -> list[str]:
+    """Names of segments this process owns and still has mapped."""
+    return _TABLE.owned_names(os.getpid())
