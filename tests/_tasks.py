@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -92,3 +95,103 @@ def pid(_: Any = None) -> int:
 
 def nested_roundtrip(obj: Any) -> Any:
     return obj
+
+
+def describe(a: np.ndarray) -> tuple[Any, ...]:
+    """What the worker sees: dtype, shape, values (as bytes of a C copy), shared or not."""
+    return (a.dtype, a.shape, np.ascontiguousarray(a).tobytes(), zc.is_shared(a))
+
+
+def flags(a: np.ndarray) -> dict[str, bool]:
+    return {"writeable": bool(a.flags.writeable), "shared": zc.is_shared(a)}
+
+
+def negate_and_return(a: np.ndarray) -> np.ndarray:
+    a *= -1
+    return a
+
+
+def return_same_twice(n: int) -> tuple[np.ndarray, np.ndarray]:
+    out = zc.empty(n)
+    out[:] = 3.0
+    return out, out[::2]
+
+
+def copies_of(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Fresh plain copies (same layout): they travel back on the copy path."""
+    return [np.array(a, copy=True, order="K") for a in arrays]
+
+
+# --- differential tests (tests/integration/test_differential.py) ------------------
+
+
+def block_until(release: str, started: str | None = None, value: Any = None, timeout: float = 30.0) -> Any:
+    """Touch `started` (if given), then wait until the file `release` exists; return value."""
+    if started is not None:
+        with open(started, "w"):
+            pass
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(release):
+        if time.monotonic() > deadline:
+            msg = f"{release} did not appear within {timeout} s"
+            raise TimeoutError(msg)
+        time.sleep(0.01)
+    return value
+
+
+def fail_on(x: Any, bad: Any) -> Any:
+    """Return x * 10, or raise ValueError naming x when it equals bad."""
+    if x == bad:
+        msg = f"bad item {x!r}"
+        raise ValueError(msg)
+    return x * 10
+
+
+def echo_kwargs(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return args, kwargs
+
+
+class CustomError(Exception):
+    """An exception with extra attributes, which must survive the trip back."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(code, detail)
+        self.code = code
+        self.detail = detail
+
+
+def raise_custom(code: int, detail: str) -> None:
+    raise CustomError(code, detail)
+
+
+def return_lock(_: Any = None) -> Any:
+    """Return an object that cannot be pickled."""
+    return threading.Lock()
+
+
+def _rebuild_only_in(origin_pid: int) -> OnlyInOrigin:
+    if os.getpid() != origin_pid:
+        msg = f"cannot rebuild outside process {origin_pid}"
+        raise ValueError(msg)
+    return OnlyInOrigin()
+
+
+class OnlyInOrigin:
+    """Pickles anywhere, but unpickles only in the process that pickled it."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_only_in, (os.getpid(),))
+
+
+def return_only_in_origin(_: Any = None) -> OnlyInOrigin:
+    return OnlyInOrigin()
+
+
+def sum_in_nested_pool(executor_cls: type, start_method: str, n: int) -> tuple[float, list[float]]:
+    """Run a small pool of executor_cls inside this (worker) process; return its results."""
+    context = multiprocessing.get_context(start_method)
+    a = np.arange(n, dtype=np.float64)
+    with executor_cls(2, mp_context=context) as executor:
+        sum_future = executor.submit(total, a)
+        doubled = list(executor.map(double, a[:4].tolist()))
+        return sum_future.result(timeout=60), doubled

@@ -69,8 +69,7 @@ def leak_guard() -> Iterator[None]:
     deadline = time.monotonic() + LEAK_WAIT_SECONDS
     while True:
         gc.collect()
-        for child in multiprocessing.active_children():  # reaps finished ones
-            pass
+        multiprocessing.active_children()  # reaps finished children
         leaked = our_segments() - segments_before
         orphans = child_pids() - children_before - _long_lived_helpers()
         if not leaked and not orphans:

@@ -31,7 +31,7 @@ class ArrayRef(NamedTuple):
 def byte_extent(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> tuple[int, int]:
     """Return (low, high) byte offsets, relative to the first element, that a view spans."""
     low = high = 0
-    for extent, stride in zip(shape, strides):
+    for extent, stride in zip(shape, strides, strict=True):
         if stride < 0:
             low += stride * (extent - 1)
         else:
@@ -52,7 +52,9 @@ def locate(array: NDArray[Any]) -> tuple[_segments.SegmentBuffer, int] | None:
     return buffer, low_offset - low
 
 
-def describe(array: NDArray[Any], buffer: _segments.SegmentBuffer, offset: int, *, handover: bool) -> ArrayRef:
+def describe(
+    array: NDArray[Any], buffer: _segments.SegmentBuffer, offset: int, *, handover: bool
+) -> ArrayRef:
     """Return the ArrayRef of array, a view of buffer starting offset bytes in."""
     return ArrayRef(
         buffer.name, offset, array.shape, array.strides, array.dtype, bool(array.flags.writeable), handover
@@ -66,9 +68,9 @@ def rebuild(ref: ArrayRef) -> tuple[NDArray[Any], _segments.SegmentBuffer]:
         SegmentError: the segment is gone, or the descriptor points outside it.
     """
     name, offset, shape, strides, dtype, writeable, _ = ref
-    low, high = byte_extent(shape, strides, dtype.itemsize)
-    buffer = _segments.attach(name, max(offset + high, 1))
-    if offset + low < 0 or offset + high > len(buffer) or len(shape) != len(strides):
+    buffer = _segments.attach(name)
+    low, high = byte_extent(shape, strides, dtype.itemsize) if len(shape) == len(strides) else (-1, -1)
+    if offset + low < 0 or offset + high > len(buffer):
         msg = (
             f"descriptor for segment {name!r} (offset {offset}, shape {shape}, strides {strides}) "
             f"points outside its {len(buffer)} bytes; it was corrupted or forged"

@@ -12,7 +12,16 @@ from numpy.typing import DTypeLike, NDArray
 
 from . import _arrayref, _segments
 
-__all__ = ["empty", "empty_like", "is_shared", "process_allocator", "set_process_tracker", "share", "zeros", "zeros_like"]
+__all__ = [
+    "empty",
+    "empty_like",
+    "is_shared",
+    "process_allocator",
+    "set_process_tracker",
+    "share",
+    "zeros",
+    "zeros_like",
+]
 
 
 class _ProcessTracker:
@@ -98,13 +107,13 @@ def _like_order(a: NDArray[Any]) -> Literal["C", "F"]:
     return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
 
 
-def empty_like(a: NDArray[Any], dtype: DTypeLike = None) -> NDArray[Any]:
+def empty_like(a: NDArray[Any], dtype: DTypeLike | None = None) -> NDArray[Any]:
     """Return a new shared array with a's shape and dtype (and its layout if Fortran)."""
     a = np.asarray(a)
     return empty(a.shape, a.dtype if dtype is None else dtype, _like_order(a))
 
 
-def zeros_like(a: NDArray[Any], dtype: DTypeLike = None) -> NDArray[Any]:
+def zeros_like(a: NDArray[Any], dtype: DTypeLike | None = None) -> NDArray[Any]:
     """Return a new zero-filled shared array with a's shape and dtype."""
     a = np.asarray(a)
     return zeros(a.shape, a.dtype if dtype is None else dtype, _like_order(a))

@@ -26,7 +26,7 @@ from collections import ChainMap
 from collections.abc import Callable
 from functools import lru_cache
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import cloudpickle
 import numpy as np
@@ -73,7 +73,8 @@ class EncodeSession:
         """Return a reduction that ships array through shared memory, or None to pickle it."""
         nbytes = array.nbytes
         if array.dtype.hasobject or nbytes == 0:
-            return self._count("pickled", nbytes)
+            self._count("pickled", nbytes)
+            return None
         found = _arrayref.locate(array)
         if found is not None:
             buffer, offset = found
@@ -83,26 +84,43 @@ class EncodeSession:
             self.pinned.append(buffer)
             self._count("by_reference", nbytes)
             return (_rebuild, (_arrayref.describe(array, buffer, offset, handover=handover),))
-        if nbytes < self.policy.min_nbytes:
-            return self._count("pickled", nbytes)
-        try:
-            buffer = self.allocate(nbytes)
-        except SegmentError as exc:
-            warnings.warn(f"{exc}; pickling this array instead", SharedMemoryFullWarning, stacklevel=2)
-            return self._count("pickled", nbytes)
-        order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+        if nbytes >= self.policy.min_nbytes:
+            try:
+                return self._copy_into_segment(array)
+            except SegmentError as exc:
+                warnings.warn(f"{exc}; pickling this array instead", SharedMemoryFullWarning, stacklevel=2)
+        self._count("pickled", nbytes)
+        return _exact_reduction(array)
+
+    def _copy_into_segment(self, array: NDArray[Any]) -> tuple[Any, ...]:
+        buffer = self.allocate(array.nbytes)
+        order: Literal["C", "F"] = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
         copy: NDArray[Any] = np.ndarray(array.shape, array.dtype, buffer=buffer, order=order)
         np.copyto(copy, array, casting="no")
         if self.handover:
             _segments.disown(buffer)
         self.pinned.append(buffer)
-        self._count("copied", nbytes)
+        self._count("copied", array.nbytes)
         ref = _arrayref.ArrayRef(buffer.name, 0, copy.shape, copy.strides, copy.dtype, True, self.handover)
         return (_rebuild, (ref,))
 
     def _count(self, path: str, nbytes: int) -> None:
         self.tally[f"arrays_{path}"] += 1
         self.tally[f"bytes_{path}"] += nbytes
+
+
+def _exact_reduction(array: NDArray[Any]) -> tuple[Any, ...] | None:
+    """NumPy's own pickling, except for one case where it is not exact.
+
+    NumPy pickles a non-contiguous array through a copy in *native* byte order, so a
+    strided ``>i4`` array comes back as ``<i4`` (same values, different dtype).
+    Pickling a contiguous copy keeps the dtype; it costs nothing more, as NumPy
+    copies non-contiguous arrays to pickle them anyway.
+    """
+    if array.dtype.isnative or array.flags.c_contiguous or array.flags.f_contiguous:
+        return None
+    reduced: tuple[Any, ...] = np.ascontiguousarray(array).__reduce_ex__(_PROTOCOL)  # type: ignore[assignment]
+    return reduced
 
 
 class DecodeSession:
@@ -125,9 +143,12 @@ def _rebuild(ref: _arrayref.ArrayRef) -> NDArray[Any]:
     return array
 
 
-class _ArgumentPickler(cloudpickle.Pickler):
+class _ArgumentPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
     # Keep ForkingPickler's reducers (sockets, connections...) as ProcessPoolExecutor does.
-    dispatch_table = ChainMap(cloudpickle.Pickler.dispatch_table, ForkingPickler._extra_reducers)
+    dispatch_table: ClassVar[ChainMap[type, Any]] = ChainMap(
+        cloudpickle.Pickler.dispatch_table,
+        ForkingPickler._extra_reducers,  # type: ignore[attr-defined]  # shared, so later registrations count
+    )
 
     def __init__(self, file: io.BytesIO, session: EncodeSession) -> None:
         super().__init__(file, protocol=_PROTOCOL)
@@ -234,7 +255,7 @@ def _by_value(fn: types.FunctionType) -> bytes:
     cached = _BY_VALUE.get(fn)
     if cached is not None and len(cached[0]) == len(snapshot) and all(map(_same, cached[0], snapshot)):
         return cached[1]
-    data = cloudpickle.dumps(fn, protocol=_PROTOCOL)
+    data: bytes = cloudpickle.dumps(fn, protocol=_PROTOCOL)
     _BY_VALUE[fn] = (snapshot, data)
     return data
 

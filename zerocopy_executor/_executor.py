@@ -183,7 +183,9 @@ class SharedFuture(Future[T]):
         return (inner is not None and inner.running()) or super().running()
 
 
-def _settle(outer: SharedFuture[Any], envelope: TaskEnvelope, state: _SharingState, inner: Future[Any]) -> None:
+def _settle(
+    outer: SharedFuture[Any], envelope: TaskEnvelope, state: _SharingState, inner: Future[Any]
+) -> None:
     try:
         if inner.cancelled():
             Future.cancel(outer)
@@ -198,14 +200,20 @@ def _settle(outer: SharedFuture[Any], envelope: TaskEnvelope, state: _SharingSta
             state.stats.add(tally)
         try:
             value = _codec.decode(payload, _codec.DecodeSession(state.adopt))
-        except BaseException as decode_error:  # noqa: BLE001 - fail this future, never the pool
+        except BaseException as decode_error:  # fail this future, never the pool
             outer.set_exception(decode_error)
         else:
             outer.set_result(value)
     finally:
-        outer._inner = None  # noqa: SLF001 - our own class; frees the raw payload
+        outer._inner = None  # frees the raw payload the inner future holds
         envelope.release()
         state.task_settled()
+
+
+def _require_callable(initializer: object) -> None:
+    if initializer is not None and not callable(initializer):
+        msg = "initializer must be a callable"  # ProcessPoolExecutor's words
+        raise TypeError(msg)
 
 
 def _default_context(max_tasks_per_child: int | None) -> BaseContext:
@@ -240,7 +248,7 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         TypeError: initializer is not callable or min_nbytes is not an int.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - ProcessPoolExecutor's signature plus min_nbytes
         self,
         max_workers: int | None = None,
         mp_context: BaseContext | None = None,
@@ -250,9 +258,7 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         max_tasks_per_child: int | None = None,
         min_nbytes: int = DEFAULT_MIN_NBYTES,
     ) -> None:
-        if initializer is not None and not callable(initializer):
-            msg = "initializer must be a callable"
-            raise TypeError(msg)
+        _require_callable(initializer)
         policy = SharingPolicy(min_nbytes)
         extra: dict[str, Any] = {}
         if max_tasks_per_child is not None:
@@ -285,11 +291,11 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         outer: SharedFuture[T] = SharedFuture()
         state.task_started()  # before the task exists, so close() cannot miss it
         try:
-            inner = super().submit(run_task, envelope)
+            inner = super().submit(run_task, envelope)  # type: ignore[arg-type]  # pickles to bytes
         except BaseException:
             state.task_settled()
             raise
-        outer._inner = inner  # noqa: SLF001 - our own class
+        outer._inner = inner
         inner.add_done_callback(partial(_settle, outer, envelope, state))
         return outer
 

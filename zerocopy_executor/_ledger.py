@@ -23,7 +23,7 @@ import signal
 import threading
 from collections.abc import Iterable
 from multiprocessing.context import BaseContext
-from multiprocessing.managers import BaseProxy, SharedMemoryManager, SharedMemoryServer
+from multiprocessing.managers import SharedMemoryManager, SharedMemoryServer
 from typing import Any
 
 from ._segments import unlink
@@ -90,7 +90,7 @@ def _serve_until_orphaned(parent_pid: int) -> None:
 class LedgerClient:
     """A process's handle on the ledger: reports names, batching removals."""
 
-    def __init__(self, proxy: BaseProxy) -> None:
+    def __init__(self, proxy: Any) -> None:
         self.proxy = proxy
         self._pending_forget: list[str] = []
         self._lock = threading.Lock()
@@ -112,9 +112,9 @@ class LedgerClient:
         self.proxy.update([], [*forget, *names])
 
 
-def start_ledger(context: BaseContext) -> tuple[SharedMemoryManager, BaseProxy]:
+def start_ledger(context: BaseContext) -> tuple[SharedMemoryManager, Any]:
     """Start the manager server with the executor's start method; return it and a proxy."""
     manager = _LedgerManager(ctx=context)
     manager.start(_serve_until_orphaned, (os.getpid(),))
-    proxy: BaseProxy = manager.SegmentLedger()  # type: ignore[attr-defined]
+    proxy = manager.SegmentLedger()  # type: ignore[attr-defined]  # made by register()
     return manager, proxy

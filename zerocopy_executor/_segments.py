@@ -23,6 +23,7 @@ The rules that keep /dev/shm clean (DESIGN.md facts 1, 3, 4 and 8):
 
 from __future__ import annotations
 
+import _posixshmem  # the primitive under multiprocessing.shared_memory on POSIX
 import bisect
 import ctypes
 import mmap
@@ -35,8 +36,6 @@ import threading
 import weakref
 from collections.abc import Callable
 from multiprocessing import resource_tracker
-
-import _posixshmem  # the primitive under multiprocessing.shared_memory on POSIX
 
 from ._errors import SegmentError
 
@@ -210,15 +209,14 @@ def create(nbytes: int, *, hooks: tuple[Callable[[str], None], ...] = ()) -> Seg
     return buffer
 
 
-def attach(name: str, nbytes: int) -> SegmentBuffer:
+def attach(name: str) -> SegmentBuffer:
     """Map an existing segment (or reuse this process's mapping of it).
 
     Raises:
-        SegmentError: the name is not one of ours, the segment is gone, or it is
-            smaller than ``nbytes``.
+        SegmentError: the name is not one of ours, or the segment is gone or empty.
     """
     buffer = _TABLE.get(name)
-    if buffer is not None and len(buffer) >= nbytes:
+    if buffer is not None:
         return buffer
     if not _NAME_PATTERN.fullmatch(name):
         msg = f"refusing to attach segment {name!r}: not a zerocopy_executor segment name"
@@ -233,8 +231,8 @@ def attach(name: str, nbytes: int) -> SegmentBuffer:
         raise SegmentError(msg) from exc
     try:
         size = os.fstat(fd).st_size
-        if size < nbytes or size == 0:
-            msg = f"segment {name!r} holds {size} bytes, {nbytes} expected; it was truncated or replaced"
+        if size == 0:
+            msg = f"segment {name!r} is empty; it was truncated or replaced behind our back"
             raise SegmentError(msg)
         buffer = _map(fd, size, name)
     finally:

@@ -83,4 +83,3 @@ def run_task(payload: bytes) -> tuple[bytes, dict[str, int] | None]:
     session = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True)
     data = _codec.encode_result(result, session)
     return data, (session.tally if any(session.tally.values()) else None)
-

@@ -1,0 +1,56 @@
+"""The public surface: exactly the fixed names, and the installed version."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import zerocopy_executor
+
+PUBLIC_NAMES = [
+    "ExecutorStats",
+    "SegmentError",
+    "SegmentLeakWarning",
+    "SharedArrayError",
+    "SharedArrayExecutor",
+    "SharedMemoryFullWarning",
+    "empty",
+    "empty_like",
+    "is_shared",
+    "share",
+    "zeros",
+    "zeros_like",
+]
+
+
+def test_all_lists_the_public_names_sorted():
+    """__all__ is exactly the public names, sorted, and each one exists."""
+    assert zerocopy_executor.__all__ == PUBLIC_NAMES
+    for name in PUBLIC_NAMES:
+        assert getattr(zerocopy_executor, name) is not None
+
+
+def test_version_matches_installed_metadata():
+    """__version__ comes from the installed distribution's metadata."""
+    assert zerocopy_executor.__version__ == version("zerocopy_executor")
+
+
+def test_error_hierarchy():
+    """SegmentError is a SharedArrayError is a RuntimeError; leaks are ResourceWarnings."""
+    assert issubclass(zerocopy_executor.SegmentError, zerocopy_executor.SharedArrayError)
+    assert issubclass(zerocopy_executor.SharedArrayError, RuntimeError)
+    assert issubclass(zerocopy_executor.SegmentLeakWarning, ResourceWarning)
+    assert issubclass(zerocopy_executor.SharedMemoryFullWarning, RuntimeWarning)
+
+
+def test_executor_stats_fields():
+    """ExecutorStats has the fixed fields, in order."""
+    fields = list(zerocopy_executor.ExecutorStats.__dataclass_fields__)
+    assert fields == [
+        "arrays_by_reference",
+        "bytes_by_reference",
+        "arrays_copied",
+        "bytes_copied",
+        "arrays_pickled",
+        "bytes_pickled",
+        "live_segments",
+    ]

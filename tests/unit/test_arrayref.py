@@ -1,0 +1,50 @@
+"""ArrayRef: extents and the rejection of descriptors that point outside a segment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import zerocopy_executor as zc
+from zerocopy_executor import _arrayref
+from zerocopy_executor._errors import SegmentError
+
+
+def test_byte_extent_matches_numpy():
+    """byte_extent agrees with the span NumPy computes for mixed-sign strides."""
+    base = np.zeros((20, 30))
+    view = base[::-3, 4:20:2]
+    low, high = _arrayref.byte_extent(view.shape, view.strides, view.itemsize)
+    first = view.__array_interface__["data"][0]
+    lo, hi = np.lib.array_utils.byte_bounds(view) if hasattr(np.lib, "array_utils") else np.byte_bounds(view)
+    assert (first + low, first + high) == (lo, hi)
+
+
+@pytest.mark.parametrize(
+    ("offset", "shape", "strides"),
+    [
+        (0, (2000,), (8,)),  # past the end
+        (-8, (10,), (8,)),  # before the start
+        (0, (10,), (-8,)),  # negative stride walking off the front
+        (4096, (1,), (8,)),  # offset past the end
+        (0, (10, 10), (8,)),  # strides and shape disagree
+    ],
+)
+def test_forged_descriptor_is_rejected(offset, shape, strides):
+    """A descriptor pointing outside its segment raises SegmentError, never crashes."""
+    a = zc.zeros(512)
+    buffer, _ = _arrayref.locate(a)
+    ref = _arrayref.ArrayRef(buffer.name, offset, shape, strides, np.dtype(np.float64), True, False)
+    with pytest.raises(SegmentError, match=r"points outside|cannot rebuild"):
+        _arrayref.rebuild(ref)
+
+
+def test_rebuild_keeps_read_only_views_read_only():
+    """A read-only view of a shared array rebuilds read-only."""
+    a = zc.zeros(16)
+    view = a[2:]
+    view.flags.writeable = False
+    buffer, offset = _arrayref.locate(view)
+    rebuilt, _ = _arrayref.rebuild(_arrayref.describe(view, buffer, offset, handover=False))
+    assert not rebuilt.flags.writeable
+    assert np.shares_memory(rebuilt, a)

@@ -1,0 +1,121 @@
+"""Segment creation, attachment, lookup and ownership, in one process."""
+
+from __future__ import annotations
+
+import gc
+import os
+import re
+import stat
+
+import numpy as np
+import pytest
+
+import zerocopy_executor as zc
+from zerocopy_executor import _arrayref, _segments
+from zerocopy_executor._errors import SegmentError
+
+
+def shm_path(name: str) -> str:
+    return f"/dev/shm/{name}"
+
+
+def test_segment_name_is_short_random_and_attributable():
+    """Names are at most 30 characters, carry the pid, and are never repeated."""
+    names = {_segments.new_name() for _ in range(1000)}
+    assert len(names) == 1000
+    for name in names:
+        assert len(name) + 1 <= 30  # with the leading slash shm_open takes
+        assert re.fullmatch(rf"zc_{os.getpid()}_[0-9a-f]{{12}}", name)
+
+
+def test_segment_created_with_mode_0600():
+    """Segments are readable and writable by their owner only."""
+    buffer = _segments.create(4096)
+    mode = stat.S_IMODE(os.stat(shm_path(buffer.name)).st_mode)
+    assert mode == 0o600
+    del buffer
+
+
+def test_segment_unlinked_when_last_view_dies():
+    """The owner unlinks the segment once no view of it is left."""
+    a = zc.empty(1000)
+    buffer, _ = _arrayref.locate(a)
+    name = buffer.name
+    view = a[::2]
+    del a, buffer
+    gc.collect()
+    assert os.path.exists(shm_path(name))
+    del view
+    gc.collect()
+    assert not os.path.exists(shm_path(name))
+
+
+def test_attach_reuses_the_existing_mapping():
+    """Attaching a segment already mapped here returns the same mapping."""
+    buffer = _segments.create(4096)
+    assert _segments.attach(buffer.name) is buffer
+
+
+def test_attach_refuses_foreign_names():
+    """Only names this library generates can be attached."""
+    with pytest.raises(SegmentError, match="not a zerocopy_executor segment name"):
+        _segments.attach("psm_deadbeef")
+
+
+def test_attach_missing_segment_explains():
+    """A segment unlinked before attach gives a SegmentError that says what to do."""
+    with pytest.raises(SegmentError, match="was unlinked before this process attached it; keep"):
+        _segments.attach(f"zc_{os.getpid()}_000000000000")
+
+
+def test_unlink_is_idempotent():
+    """Unlinking twice reports that the second found nothing."""
+    buffer = _segments.create(4096)
+    assert _segments.unlink(buffer.name) is True
+    assert _segments.unlink(buffer.name) is False
+    _segments.disown(buffer)
+
+
+def test_find_locates_any_view():
+    """Any view of a shared array is found by address, with its offset."""
+    a = zc.empty((100, 10))
+    buffer, offset = _arrayref.locate(a[5:, 3])
+    assert offset == 5 * 80 + 3 * 8
+    assert _arrayref.locate(np.empty(10)) is None
+    assert buffer is _arrayref.locate(a)[0]
+
+
+def test_is_shared_views_and_copies():
+    """is_shared is True for views of shared arrays, False for copies and plain arrays."""
+    a = zc.zeros((10, 10))
+    assert zc.is_shared(a)
+    assert zc.is_shared(a.T[::-1])
+    assert not zc.is_shared(a.copy())
+    assert not zc.is_shared(np.zeros(3))
+    assert not zc.is_shared([1, 2])
+
+
+def test_shared_allocators():
+    """empty/zeros/empty_like/zeros_like/share give plain ndarrays in shared memory."""
+    src = np.asfortranarray(np.arange(12.0).reshape(3, 4))
+    made = [zc.empty(5, np.int16), zc.zeros((2, 3)), zc.empty_like(src), zc.zeros_like(src), zc.share(src)]
+    for array in made:
+        assert type(array) is np.ndarray
+        assert zc.is_shared(array)
+    assert (made[1] == 0).all()
+    assert made[2].flags.f_contiguous
+    np.testing.assert_array_equal(made[4], src)
+
+
+def test_allocators_reject_object_dtype():
+    """Object arrays cannot live in shared memory; the error says what to do instead."""
+    with pytest.raises(TypeError, match="cannot share array with dtype object; pass object arrays"):
+        zc.empty(3, dtype=object)
+
+
+def test_allocators_reject_bad_order_and_shape():
+    """Bad order or negative dimensions are ValueErrors naming the value."""
+    with pytest.raises(ValueError, match="order must be 'C' or 'F', got 'K'"):
+        zc.empty(3, order="K")
+    with pytest.raises(ValueError, match="negative dimensions"):
+        zc.empty((-1, 2))
