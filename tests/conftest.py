@@ -17,12 +17,40 @@ START_METHODS = [m for m in ("fork", "forkserver", "spawn") if m in multiprocess
 LEAK_WAIT_SECONDS = 10.0
 
 
-def our_segments() -> set[str]:
-    """Names in /dev/shm that this project created (other programs use /dev/shm too)."""
+def _parent_of(pid: int) -> int | None:
     try:
-        return {n for n in os.listdir(SHM_DIR) if n.startswith(SEGMENT_PREFIX)}
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _is_foreign(name: str) -> bool:
+    """True if the segment's creator (its name carries the pid) is alive outside our tree.
+
+    Other programs, and other test runs, use /dev/shm too; a creator that has already
+    exited (a worker) cannot be placed, so its segments count as ours.
+    """
+    try:
+        pid = int(name.split("_")[1])
+    except (IndexError, ValueError):
+        return True
+    me, seen = os.getpid(), 0
+    while pid not in (me, 0, 1) and seen < 64:
+        parent = _parent_of(pid)
+        if parent is None:
+            return seen > 0  # an ancestor vanished mid-walk: not provably ours
+        pid, seen = parent, seen + 1
+    return pid != me
+
+
+def our_segments() -> set[str]:
+    """Our project's names in /dev/shm, made by this process or its descendants."""
+    try:
+        names = [n for n in os.listdir(SHM_DIR) if n.startswith(SEGMENT_PREFIX)]
     except FileNotFoundError:
         return set()
+    return {n for n in names if not _is_foreign(n)}
 
 
 def child_pids(pid: int | None = None) -> set[int]:

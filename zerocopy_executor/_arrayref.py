@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -26,6 +27,7 @@ class ArrayRef(NamedTuple):
     dtype: np.dtype[Any]
     writeable: bool
     handover: bool  # the receiver becomes the segment's owner
+    lent: bool  # a recycled segment: the receiver must not keep views past the call
 
 
 def byte_extent(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> tuple[int, int]:
@@ -53,21 +55,27 @@ def locate(array: NDArray[Any]) -> tuple[_segments.SegmentBuffer, int] | None:
 
 
 def describe(
-    array: NDArray[Any], buffer: _segments.SegmentBuffer, offset: int, *, handover: bool
+    array: NDArray[Any], buffer: _segments.SegmentBuffer, offset: int, *, handover: bool, lent: bool
 ) -> ArrayRef:
     """Return the ArrayRef of array, a view of buffer starting offset bytes in."""
-    return ArrayRef(
-        buffer.name, offset, array.shape, array.strides, array.dtype, bool(array.flags.writeable), handover
-    )
+    writeable = bool(array.flags.writeable)
+    return ArrayRef(buffer.name, offset, array.shape, array.strides, array.dtype, writeable, handover, lent)
 
 
-def rebuild(ref: ArrayRef) -> tuple[NDArray[Any], _segments.SegmentBuffer]:
+def rebuild(
+    ref: ArrayRef, base_for: Callable[[_segments.SegmentBuffer], Any] | None = None
+) -> tuple[NDArray[Any], _segments.SegmentBuffer]:
     """Map ref's segment (once per process); return the view it describes and the mapping.
+
+    Args:
+        ref: the descriptor.
+        base_for: picks the object the view is made from (the mapping itself, or a
+            lease over it whose lifetime someone watches); the mapping by default.
 
     Raises:
         SegmentError: the segment is gone, or the descriptor points outside it.
     """
-    name, offset, shape, strides, dtype, writeable, _ = ref
+    name, offset, shape, strides, dtype, writeable, _, _ = ref
     buffer = _segments.attach(name)
     low, high = byte_extent(shape, strides, dtype.itemsize) if len(shape) == len(strides) else (-1, -1)
     if offset + low < 0 or offset + high > len(buffer):
@@ -77,7 +85,8 @@ def rebuild(ref: ArrayRef) -> tuple[NDArray[Any], _segments.SegmentBuffer]:
         )
         raise SegmentError(msg)
     try:
-        array: NDArray[Any] = np.ndarray(shape, dtype, buffer=buffer, offset=offset, strides=strides)
+        base = buffer if base_for is None else base_for(buffer)
+        array: NDArray[Any] = np.ndarray(shape, dtype, buffer=base, offset=offset, strides=strides)
     except (TypeError, ValueError) as exc:
         msg = f"cannot rebuild an array of shape {shape} and dtype {dtype} over segment {name!r}: {exc}"
         raise SegmentError(msg) from exc

@@ -39,13 +39,16 @@ def set_process_tracker(track: Callable[[str], None], forget: Callable[[str], No
     _TRACKER.track, _TRACKER.forget = track, forget
 
 
-def process_allocator(nbytes: int) -> _segments.SegmentBuffer:
-    """Create a segment owned by this process, reported to its tracker if it has one."""
+def process_allocator(nbytes: int) -> tuple[_segments.SegmentBuffer, None]:
+    """Create a segment owned by this process, reported to its tracker if it has one.
+
+    Returns the segment and no lease: it is not recycled.
+    """
     forget = _TRACKER.forget
     buffer = _segments.create(nbytes, hooks=() if forget is None else (forget,))
     if _TRACKER.track is not None:
         _TRACKER.track(buffer.name)
-    return buffer
+    return buffer, None
 
 
 def _normalize_shape(shape: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
@@ -88,7 +91,7 @@ def empty(
         msg = f"negative dimensions are not allowed, got shape {dims!r}"
         raise ValueError(msg)
     nbytes = math.prod(dims) * descr.itemsize
-    buffer = process_allocator(max(nbytes, 1))  # mmap cannot map zero bytes
+    buffer, _ = process_allocator(max(nbytes, 1))  # mmap cannot map zero bytes
     return np.ndarray(dims, descr, buffer=buffer, order=order)
 
 

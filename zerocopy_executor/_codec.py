@@ -24,7 +24,7 @@ import weakref
 import zlib
 from collections import ChainMap
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -32,12 +32,19 @@ import cloudpickle
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _arrayref, _segments
+from . import _arrayref, _pool, _segments
 from ._config import SharingPolicy
 from ._errors import SegmentError, SharedMemoryFullWarning
 from ._stats import new_tally
 
-__all__ = ["DecodeSession", "EncodeSession", "decode", "encode_call", "encode_result"]
+__all__ = [
+    "DecodeSession",
+    "EncodeSession",
+    "TaskDecodeSession",
+    "decode",
+    "encode_call",
+    "encode_result",
+]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _SHAREABLE_TYPES = (np.ndarray, np.memmap)
@@ -46,9 +53,9 @@ _PLAIN_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None)})
 
 
 class SegmentAllocator(Protocol):
-    """Creates segments on behalf of one process (and records them somewhere)."""
+    """Creates a segment for a copied array; returns it and, if pooled, its lease."""
 
-    def __call__(self, nbytes: int) -> _segments.SegmentBuffer: ...
+    def __call__(self, nbytes: int) -> tuple[_segments.SegmentBuffer, NDArray[Any] | None]: ...
 
 
 class EncodeSession:
@@ -58,16 +65,30 @@ class EncodeSession:
         policy: the size threshold for copying.
         allocate: creates a segment for a copied array.
         handover: whether segments this process owns are handed to the receiver
-            (results, which the parent will own) or lent (arguments).
+            (results, which the parent will own) or kept (arguments).
+        lend: a recycled segment the parent lent for a result (its mapping and a
+            per-task root over it), used for the first array that fits.
     """
 
-    def __init__(self, policy: SharingPolicy, allocate: SegmentAllocator, *, handover: bool) -> None:
+    def __init__(
+        self,
+        policy: SharingPolicy,
+        allocate: SegmentAllocator,
+        *,
+        handover: bool,
+        lend: tuple[_segments.SegmentBuffer, NDArray[Any]] | None = None,
+    ) -> None:
         self.policy = policy
         self.allocate = allocate
         self.handover = handover
+        self.lend = lend
         self.tally = new_tally()
-        # Segments the receiver will attach: kept mapped (and so linked) until it has.
-        self.pinned: list[_segments.SegmentBuffer] = []
+        # What the receiver will map (mappings, or leases over them): kept alive, so
+        # linked, until the receiver is done.
+        self.pinned: list[Any] = []
+        self.buffers: list[_segments.SegmentBuffer] = []  # the mappings behind pinned
+        # Largest array copied: a segment that size is worth lending next time.
+        self.copied_nbytes = 0
 
     def reduce_array(self, array: NDArray[Any]) -> tuple[Any, ...] | None:
         """Return a reduction that ships array through shared memory, or None to pickle it."""
@@ -81,9 +102,12 @@ class EncodeSession:
             handover = self.handover and _segments.is_owned(buffer)
             if handover:
                 _segments.disown(buffer)
-            self.pinned.append(buffer)
+            lease = _pool.current_lease(buffer)
+            self.pinned.append(buffer if lease is None else lease)
+            self.buffers.append(buffer)
             self._count("by_reference", nbytes)
-            return (_rebuild, (_arrayref.describe(array, buffer, offset, handover=handover),))
+            ref = _arrayref.describe(array, buffer, offset, handover=handover, lent=lease is not None)
+            return (_rebuild, (ref,))
         if nbytes >= self.policy.min_nbytes:
             try:
                 return self._copy_into_segment(array)
@@ -93,15 +117,24 @@ class EncodeSession:
         return _exact_reduction(array)
 
     def _copy_into_segment(self, array: NDArray[Any]) -> tuple[Any, ...]:
-        buffer = self.allocate(array.nbytes)
+        base: Any  # the mapping, or a lease or per-task root over it
+        if self.lend is not None and len(self.lend[0]) >= array.nbytes:
+            (buffer, base), self.lend = self.lend, None
+            lent, handover = True, False
+        else:
+            buffer, lease = self.allocate(array.nbytes)
+            base = buffer if lease is None else lease
+            lent, handover = lease is not None, self.handover
         order: Literal["C", "F"] = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
-        copy: NDArray[Any] = np.ndarray(array.shape, array.dtype, buffer=buffer, order=order)
+        copy: NDArray[Any] = np.ndarray(array.shape, array.dtype, buffer=base, order=order)
         np.copyto(copy, array, casting="no")
-        if self.handover:
+        if handover:
             _segments.disown(buffer)
-        self.pinned.append(buffer)
+        self.pinned.append(base)
+        self.buffers.append(buffer)
+        self.copied_nbytes = max(self.copied_nbytes, array.nbytes)
         self._count("copied", array.nbytes)
-        ref = _arrayref.ArrayRef(buffer.name, 0, copy.shape, copy.strides, copy.dtype, True, self.handover)
+        ref = _arrayref.ArrayRef(buffer.name, 0, copy.shape, copy.strides, copy.dtype, True, handover, lent)
         return (_rebuild, (ref,))
 
     def _count(self, path: str, nbytes: int) -> None:
@@ -124,23 +157,68 @@ def _exact_reduction(array: NDArray[Any]) -> tuple[Any, ...] | None:
 
 
 class DecodeSession:
-    """One decode pass: hooks to give segments whose ownership is handed to us."""
+    """One decode pass in the parent.
+
+    Views of recycled segments are made from their lease, so the segment is not reused
+    while they live; segments handed over by a worker are adopted.
+    """
 
     def __init__(self, on_handover: Callable[[_segments.SegmentBuffer], None] | None = None) -> None:
         self.on_handover = on_handover
+
+    def base_for(self, buffer: _segments.SegmentBuffer, ref: _arrayref.ArrayRef) -> Any:
+        """Return what views of buffer are made from."""
+        lease = _pool.current_lease(buffer)
+        return buffer if lease is None else lease
+
+
+class TaskDecodeSession(DecodeSession):
+    """A worker's decode of one task.
+
+    Views of lent (recycled) segments are made from a root per task, so that after the
+    call we can tell whether the function kept any of them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._roots: dict[str, weakref.ref[NDArray[Any]]] = {}
+        self.lent_buffers: list[_segments.SegmentBuffer] = []
+
+    def base_for(self, buffer: _segments.SegmentBuffer, ref: _arrayref.ArrayRef) -> Any:
+        """Return a per-task root for lent segments, the mapping otherwise."""
+        return self.root(buffer) if ref.lent else buffer
+
+    def root(self, buffer: _segments.SegmentBuffer) -> NDArray[Any]:
+        """Return this task's root over a lent segment, making it on first use."""
+        ref = self._roots.get(buffer.name)
+        root = None if ref is None else ref()
+        if root is None:
+            root = np.frombuffer(buffer, dtype=np.uint8)
+            self._roots[buffer.name] = weakref.ref(root)
+            self.lent_buffers.append(buffer)
+        return root
+
+    def kept(self) -> list[str]:
+        """Names of lent segments something still views (call once the task's locals are gone)."""
+        return [name for name, ref in self._roots.items() if ref() is not None]
 
 
 _DECODING = threading.local()
 
 
 def _rebuild(ref: _arrayref.ArrayRef) -> NDArray[Any]:
-    array, buffer = _arrayref.rebuild(ref)
+    session: DecodeSession | None = getattr(_DECODING, "session", None)
+    base_for = None if session is None else partial(_base_for, session, ref)
+    array, buffer = _arrayref.rebuild(ref, base_for)
     if ref.handover:
         _segments.take_ownership(buffer)
-        session: DecodeSession | None = getattr(_DECODING, "session", None)
         if session is not None and session.on_handover is not None:
             session.on_handover(buffer)
     return array
+
+
+def _base_for(session: DecodeSession, ref: _arrayref.ArrayRef, buffer: _segments.SegmentBuffer) -> Any:
+    return session.base_for(buffer, ref)
 
 
 class _ArgumentPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types

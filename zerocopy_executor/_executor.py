@@ -37,9 +37,9 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import SharedMemoryManager
 from typing import Any, TypeVar
 
-from . import _codec, _segments
+from . import _codec, _pool, _segments
 from ._config import DEFAULT_MIN_NBYTES, SharingPolicy
-from ._errors import SharedArrayError
+from ._errors import SegmentError, SharedArrayError
 from ._ledger import LedgerClient, start_ledger
 from ._stats import ExecutorStats, StatsCounter
 from ._worker import WorkerSetup, initialize, run_task
@@ -68,6 +68,9 @@ class _SharingState:
         self.manager: SharedMemoryManager | None = None
         self.ledger: LedgerClient | None = None
         self.closed = False
+        self.pool = _pool.SegmentPool(_pool_cap_nbytes())
+        # Size of the largest array the last result copied: lend a segment that size.
+        self.lend_nbytes = 0
 
     def start_ledger(self) -> None:
         """Start the SharedMemoryManager before the first worker (it is in their setup)."""
@@ -78,13 +81,24 @@ class _SharingState:
             self.ledger = LedgerClient(proxy)
             self.setup.ledger_proxy = proxy
 
-    def allocate(self, nbytes: int) -> _segments.SegmentBuffer:
-        """Create a segment for a copied argument, owned here and recorded in the ledger."""
-        buffer = _segments.create(nbytes, hooks=(self.forget,))
-        self.live.add(buffer.name)
-        if self.ledger is not None:
-            self.ledger.track(buffer.name)
-        return buffer
+    def allocate(self, nbytes: int) -> tuple[_segments.SegmentBuffer, Any]:
+        """Lease a warm pooled segment, or create one (owned here, recorded in the ledger)."""
+        buffer = self.pool.take(nbytes)
+        if buffer is None:
+            buffer = _segments.create(nbytes, hooks=(self.forget,))
+            self.live.add(buffer.name)
+            if self.ledger is not None:
+                self.ledger.track(buffer.name)
+        return buffer, _pool.lease(buffer, self.pool)
+
+    def lend(self) -> tuple[_segments.SegmentBuffer, Any] | None:
+        """A segment for the task's result, sized like the last result (None if none)."""
+        if self.lend_nbytes == 0 or self.lend_nbytes < self.policy.min_nbytes:
+            return None
+        try:
+            return self.allocate(self.lend_nbytes)
+        except SegmentError:
+            return None  # the worker will try a fresh segment, and warn if that fails too
 
     def adopt(self, buffer: _segments.SegmentBuffer) -> None:
         """Count a result segment handed over by a worker (the ledger knows it already)."""
@@ -114,6 +128,7 @@ class _SharingState:
                 self.idle.wait()
             self.closed = True
             manager, ledger, self.manager, self.ledger = self.manager, self.ledger, None, None
+        self.pool.close()
         if manager is None or ledger is None:
             return
         # Results outlive the executor (DESIGN.md): their names stay linked until the
@@ -129,12 +144,13 @@ class TaskEnvelope:
     the tasks in flight: only about max_workers + 1 call items are pickled ahead.
     """
 
-    __slots__ = ("_call", "_lock", "_pinned", "_released", "_state")
+    __slots__ = ("_buffers", "_call", "_lock", "_pinned", "_released", "_state")
 
     def __init__(self, state: _SharingState, call: tuple[Any, ...]) -> None:
         self._state = state
         self._call: tuple[Any, ...] | None = call
-        self._pinned: list[_segments.SegmentBuffer] = []
+        self._pinned: list[Any] = []
+        self._buffers: list[_segments.SegmentBuffer] = []
         self._lock = threading.Lock()
         self._released = False
 
@@ -145,18 +161,31 @@ class TaskEnvelope:
                 raise SharedArrayError(msg)
             state = self._state
             session = _codec.EncodeSession(state.policy, state.allocate, handover=False)
-            payload = _codec.encode_call(self._call, session)
+            lend = state.lend()
+            lend_name = None if lend is None else lend[0].name
+            payload = _codec.encode_call((*self._call, lend_name), session)
             # The worker attaches by name: keep our mappings (and so the names) until
             # the task is over; the caller's arrays themselves are no longer needed.
-            self._pinned, self._call = session.pinned, None
+            self._pinned, self._buffers, self._call = session.pinned, session.buffers, None
+            if lend is not None:
+                self._pinned.append(lend[1])
+                self._buffers.append(lend[0])
             state.stats.add(session.tally)
         return (bytes, (payload,))
 
-    def release(self) -> None:
-        """Drop the task's segments: each is unlinked once no view of it is left."""
+    def release(self, *, recycle: bool = True, kept: list[str] | tuple[str, ...] = ()) -> None:
+        """Drop the task's segments: each is recycled (or unlinked) once no view of it is left.
+
+        Args:
+            recycle: False after a failed task: its segments are unlinked, not reused.
+            kept: segments a worker kept views of: never reused.
+        """
         with self._lock:
             self._released = True
-            self._pinned, self._call = [], None
+            for buffer in self._buffers:
+                if not recycle or buffer.name in kept:
+                    _pool.never_recycle(buffer)
+            self._pinned, self._buffers, self._call = [], [], None
 
 
 class SharedFuture(Future[T]):
@@ -186,6 +215,7 @@ class SharedFuture(Future[T]):
 def _settle(
     outer: SharedFuture[Any], envelope: TaskEnvelope, state: _SharingState, inner: Future[Any]
 ) -> None:
+    recycle, kept = False, []
     try:
         if inner.cancelled():
             Future.cancel(outer)
@@ -195,7 +225,8 @@ def _settle(
         if exc is not None:
             outer.set_exception(exc)
             return
-        payload, tally = inner.result()
+        payload, tally, kept, copied_nbytes = inner.result()
+        state.lend_nbytes = copied_nbytes
         if tally is not None:
             state.stats.add(tally)
         try:
@@ -203,11 +234,18 @@ def _settle(
         except BaseException as decode_error:  # fail this future, never the pool
             outer.set_exception(decode_error)
         else:
+            recycle = True
             outer.set_result(value)
     finally:
         outer._inner = None  # frees the raw payload the inner future holds
-        envelope.release()
+        envelope.release(recycle=recycle, kept=kept)
         state.task_settled()
+
+
+def _pool_cap_nbytes() -> int:
+    """Recycle at most a quarter of /dev/shm, and at most 2 GiB."""
+    total = _segments.shm_total_bytes()
+    return min(2 << 30, (total or 0) // 4)
 
 
 def _require_callable(initializer: object) -> None:

@@ -36,6 +36,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from multiprocessing import resource_tracker
+from typing import Any
 
 from ._errors import SegmentError
 
@@ -49,6 +50,7 @@ __all__ = [
     "is_owned",
     "on_release",
     "owned_live_names",
+    "shm_total_bytes",
     "take_ownership",
     "unlink",
 ]
@@ -65,6 +67,10 @@ class SegmentBuffer(mmap.mmap):
     name: str
     address: int
     ownership: _Ownership
+    # Set by _pool for recycled segments: the current use's lease, and whether the
+    # segment may be reused when it dies.
+    lease: weakref.ref[Any] | None = None
+    recyclable: bool = True
 
 
 class _Ownership:
@@ -159,6 +165,14 @@ def _reserve(fd: int, nbytes: int) -> None:
     if fallocate is None:  # macOS: no fallocate; its shm is not a size-limited tmpfs
         return
     fallocate(fd, 0, nbytes)
+
+
+def shm_total_bytes() -> int | None:
+    """Size of the shared-memory filesystem, if it can be read."""
+    try:
+        return shutil.disk_usage(_SHM_DIR).total
+    except OSError:
+        return None
 
 
 def _shm_free_bytes() -> int | None:

@@ -8,15 +8,25 @@ from __future__ import annotations
 
 import pickle
 import sys
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from . import _arrays, _codec
+from . import _arrays, _codec, _segments
 from ._config import SharingPolicy
 from ._ledger import LedgerClient
 from ._watchdog import exit_with_parent
 
 __all__ = ["WorkerSetup", "initialize", "run_task"]
+
+# Mappings of recycled segments a worker keeps between tasks, so the next task with
+# the same segment pays no page faults (DESIGN.md fact 7). Bounded in bytes, and
+# dropped after a short idle time so that memory the parent has released is not
+# pinned for long.
+CACHE_CAP_NBYTES = 2 << 30
+CACHE_IDLE_SECONDS = 2.0
 
 
 class WorkerSetup:
@@ -57,6 +67,41 @@ def _restore_setup(parent_pid: int, policy: SharingPolicy, init: bytes, ledger_p
     return setup
 
 
+class _MappingCache:
+    """Recently used mappings of recycled segments, held between tasks."""
+
+    def __init__(self, cap_nbytes: int, idle_seconds: float) -> None:
+        self.cap_nbytes = cap_nbytes
+        self.idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[float, _segments.SegmentBuffer]] = OrderedDict()
+        self._sweeper: threading.Thread | None = None
+
+    def keep(self, buffers: list[_segments.SegmentBuffer]) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for buffer in buffers:
+                self._entries[buffer.name] = (now, buffer)
+                self._entries.move_to_end(buffer.name)
+            total = sum(len(b) for _, b in self._entries.values())
+            while total > self.cap_nbytes and self._entries:
+                _, (_, evicted) = self._entries.popitem(last=False)
+                total -= len(evicted)
+            if self._sweeper is None:
+                self._sweeper = threading.Thread(target=self._sweep, name="zerocopy-cache-sweep", daemon=True)
+                self._sweeper.start()
+
+    def _sweep(self) -> None:
+        while True:
+            time.sleep(self.idle_seconds / 2)
+            cutoff = time.monotonic() - self.idle_seconds
+            with self._lock:
+                stale = [name for name, (used, _) in self._entries.items() if used < cutoff]
+                for name in stale:
+                    del self._entries[name]
+
+
+_CACHE = _MappingCache(CACHE_CAP_NBYTES, CACHE_IDLE_SECONDS)
 _POLICY = SharingPolicy()
 
 
@@ -72,14 +117,30 @@ def initialize(setup: WorkerSetup) -> None:
         setup.initializer(*setup.initargs)
 
 
-def run_task(payload: bytes) -> tuple[bytes, dict[str, int] | None]:
+Reply = tuple[bytes, "dict[str, int] | None", list[str], int]
+
+
+def run_task(payload: bytes) -> Reply:
     """Decode a call, run it, and encode its result (large arrays go back by reference).
 
-    Returns the encoded result and the path counts of its arrays (None if it had none).
+    Returns the encoded result, the path counts of its arrays (None if it had none),
+    the names of recycled segments the function kept views of (the parent must not
+    reuse those), and the size of the largest result array that had to be copied.
     """
-    fn, args, kwargs = _codec.decode(payload)
+    decoding = _codec.TaskDecodeSession()
+    fn, args, kwargs, lend_name = _codec.decode(payload, decoding)
+    lend = None
+    if lend_name is not None:
+        buffer = _segments.attach(lend_name)
+        lend = (buffer, decoding.root(buffer))
+        del buffer
+    _CACHE.keep(decoding.lent_buffers)
     result = fn(*args, **kwargs)
     del fn, args, kwargs
-    session = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True)
-    data = _codec.encode_result(result, session)
-    return data, (session.tally if any(session.tally.values()) else None)
+    encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True, lend=lend)
+    del lend
+    data = _codec.encode_result(result, encoding)
+    del result
+    tally, copied_nbytes = encoding.tally, encoding.copied_nbytes
+    del encoding
+    return data, (tally if any(tally.values()) else None), decoding.kept(), copied_nbytes

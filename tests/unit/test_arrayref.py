@@ -34,7 +34,7 @@ def test_forged_descriptor_is_rejected(offset, shape, strides):
     """A descriptor pointing outside its segment raises SegmentError, never crashes."""
     a = zc.zeros(512)
     buffer, _ = _arrayref.locate(a)
-    ref = _arrayref.ArrayRef(buffer.name, offset, shape, strides, np.dtype(np.float64), True, False)
+    ref = _arrayref.ArrayRef(buffer.name, offset, shape, strides, np.dtype(np.float64), True, False, False)
     with pytest.raises(SegmentError, match=r"points outside|cannot rebuild"):
         _arrayref.rebuild(ref)
 
@@ -45,6 +45,6 @@ def test_rebuild_keeps_read_only_views_read_only():
     view = a[2:]
     view.flags.writeable = False
     buffer, offset = _arrayref.locate(view)
-    rebuilt, _ = _arrayref.rebuild(_arrayref.describe(view, buffer, offset, handover=False))
+    rebuilt, _ = _arrayref.rebuild(_arrayref.describe(view, buffer, offset, handover=False, lent=False))
     assert not rebuilt.flags.writeable
     assert np.shares_memory(rebuilt, a)

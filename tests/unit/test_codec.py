@@ -58,7 +58,7 @@ def test_handover_disowns_and_receiver_takes_ownership():
     out = zc.empty(1000)
     s = session(handover=True)
     payload = _codec.encode_result(out, s)
-    buffer = s.pinned[0]
+    buffer = s.buffers[0]
     assert not _segments.is_owned(buffer)
     adopted = []
     back = _codec.decode(payload, _codec.DecodeSession(adopted.append))

@@ -1,0 +1,137 @@
+"""Recycling warm segments: the parent's pool and the leases that guard reuse.
+
+First touch of a fresh shared page costs ~0.65 ms per MiB, several times the copy
+itself (DESIGN.md fact 7), so the parent keeps segments whose pages are already
+touched and reuses them for later arguments and results of a similar size. Workers
+keep their mappings of such segments for a while (see _worker), so reuse saves their
+page faults too.
+
+Reuse is only safe once nothing can still see the old contents. Each use of a pooled
+segment goes through a *lease*: a uint8 ndarray over the whole mapping that every
+array made from the segment in the parent is a view of (NumPy keeps such a root as the
+views' base instead of collapsing to the mmap). The segment goes back to the pool when
+the lease is garbage-collected, so a result that aliases an argument's segment keeps
+it out of the pool for as long as the result lives. A segment is never recycled after
+its task failed, or when a worker kept a view of it past the call; then it is unlinked
+when its lease dies. Names are never reused for other memory: a recycled segment is the
+same segment.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from . import _segments
+
+__all__ = ["IDLE_SECONDS", "SegmentPool", "current_lease", "lease", "never_recycle"]
+
+# Pool segments whose size is within this factor of a request are reused for it.
+_FIT_FACTOR = 1.25
+IDLE_SECONDS = 5.0
+
+
+def current_lease(buffer: _segments.SegmentBuffer) -> NDArray[Any] | None:
+    """Return the live lease of a pooled segment, if it has one."""
+    ref = getattr(buffer, "lease", None)
+    return None if ref is None else ref()
+
+
+class SegmentPool:
+    """Released segments with touched pages, capped in bytes, trimmed when idle.
+
+    Args:
+        cap_nbytes: most bytes the pool holds; a segment that would exceed it is
+            unlinked instead.
+    """
+
+    def __init__(self, cap_nbytes: int) -> None:
+        self.cap_nbytes = cap_nbytes
+        self._lock = threading.Lock()
+        self._free: list[tuple[float, _segments.SegmentBuffer]] = []
+        self._nbytes = 0
+        self._closed = False
+        self._timer: threading.Timer | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by idle segments now."""
+        return self._nbytes
+
+    def take(self, nbytes: int) -> _segments.SegmentBuffer | None:
+        """Return an idle segment of at least nbytes (and not much more), or None."""
+        with self._lock:
+            best = None
+            for index, (_, buffer) in enumerate(self._free):
+                size = len(buffer)
+                if nbytes <= size <= nbytes * _FIT_FACTOR + 4096 and (best is None or size < best[1]):
+                    best = (index, size)
+            if best is None:
+                return None
+            _, buffer = self._free.pop(best[0])
+            self._nbytes -= len(buffer)
+            return buffer
+
+    def give(self, buffer: _segments.SegmentBuffer) -> None:
+        """Take back a segment nobody can see any more (or drop it if over the cap)."""
+        if not getattr(buffer, "recyclable", True):
+            return  # dropping our reference unlinks it
+        with self._lock:
+            if self._closed or self._nbytes + len(buffer) > self.cap_nbytes:
+                return
+            self._free.append((time.monotonic(), buffer))
+            self._nbytes += len(buffer)
+            if self._timer is None:
+                self._timer = threading.Timer(IDLE_SECONDS, self._trim_idle)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _trim_idle(self) -> None:
+        cutoff = time.monotonic() - IDLE_SECONDS
+        with self._lock:
+            self._timer = None
+            keep = [(t, b) for t, b in self._free if t > cutoff]
+            dropped = [b for t, b in self._free if t <= cutoff]
+            self._free = keep
+            self._nbytes = sum(len(b) for _, b in keep)
+            if keep and not self._closed:
+                self._timer = threading.Timer(IDLE_SECONDS, self._trim_idle)
+                self._timer.daemon = True
+                self._timer.start()
+        del dropped  # outside the lock: their finalizers unlink them
+
+    def close(self) -> None:
+        """Empty the pool for good; later releases unlink their segments."""
+        with self._lock:
+            self._closed = True
+            dropped, self._free, self._nbytes = self._free, [], 0
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        del dropped
+
+
+def lease(buffer: _segments.SegmentBuffer, pool: SegmentPool) -> NDArray[Any]:
+    """Start a use of a pooled segment; it returns to pool when the lease dies."""
+    root: NDArray[Any] = np.frombuffer(buffer, dtype=np.uint8)
+    buffer.lease = weakref.ref(root)
+    buffer.recyclable = True
+    weakref.finalize(root, _return, weakref.ref(pool), buffer)
+    return root
+
+
+def _return(pool_ref: weakref.ref[SegmentPool], buffer: _segments.SegmentBuffer) -> None:
+    buffer.lease = None
+    pool = pool_ref()
+    if pool is not None:
+        pool.give(buffer)
+
+
+def never_recycle(buffer: _segments.SegmentBuffer) -> None:
+    """Unlink this segment when its lease dies instead of reusing it."""
+    buffer.recyclable = False
