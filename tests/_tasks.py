@@ -195,3 +195,31 @@ def sum_in_nested_pool(executor_cls: type, start_method: str, n: int) -> tuple[f
         sum_future = executor.submit(total, a)
         doubled = list(executor.map(double, a[:4].tolist()))
         return sum_future.result(timeout=60), doubled
+
+
+_KEPT: list[np.ndarray] = []
+
+
+def keep_argument(a: np.ndarray) -> float:
+    """Keep the argument past the call (a cache), which forbids recycling its segment."""
+    _KEPT.append(a)
+    return float(a.sum())
+
+
+def kept_sums(_: Any = None) -> list[float]:
+    return [float(a.sum()) for a in _KEPT]
+
+
+def fail_with_array(a: np.ndarray) -> None:
+    raise RuntimeError(f"failed on an array of {a.nbytes} bytes")
+
+
+def plus_one(a: np.ndarray) -> np.ndarray:
+    return a + 1
+
+
+def slow_identity(x: Any, seconds: float = 0.05) -> Any:
+    import time
+
+    time.sleep(seconds)
+    return x

@@ -29,7 +29,7 @@ import multiprocessing
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import partial
 from multiprocessing import resource_tracker
@@ -37,7 +37,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import SharedMemoryManager
 from typing import Any, TypeVar
 
-from . import _codec, _pool, _segments
+from . import _codec, _mapping, _pool, _segments
 from ._config import DEFAULT_MIN_NBYTES, SharingPolicy
 from ._errors import SegmentError, SharedArrayError
 from ._ledger import LedgerClient, start_ledger
@@ -336,6 +336,48 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         outer._inner = inner
         inner.add_done_callback(partial(_settle, outer, envelope, state))
         return outer
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[T]:
+        """Return an iterator of fn applied to the items of the iterables, in order.
+
+        As ProcessPoolExecutor.map, with Python 3.14's *buffersize* on every version.
+
+        Args:
+            fn: A callable that will take as many arguments as there are
+                passed iterables.
+            *iterables: The argument iterables; the shortest one ends the map.
+            timeout: The maximum number of seconds to wait. If None, then there
+                is no limit on the wait time.
+            chunksize: If greater than one, the iterables will be chopped into
+                chunks of size chunksize and submitted to the process pool.
+                If set to one, the items in the list will be sent one at a time.
+            buffersize: The number of submitted chunks whose results have not yet
+                been yielded. If the buffer is full, iteration over the iterables
+                pauses until a result is yielded from the buffer. If None, all
+                input elements are eagerly collected, as before Python 3.14.
+
+        Returns:
+            An iterator equivalent to: map(func, *iterables) but the calls may
+            be evaluated out-of-order.
+
+        Raises:
+            TimeoutError: If the entire result iterator could not be generated
+                before the given timeout.
+            Exception: If fn(*args) raises for any values.
+        """
+        _mapping.check_map_arguments(chunksize, buffersize)
+        if buffersize is None:
+            return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
+        return _mapping.map_with_buffer(
+            self, fn, iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize
+        )
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Clean-up the resources associated with the Executor.

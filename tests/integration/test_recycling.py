@@ -1,0 +1,78 @@
+"""Recycling warm segments never lets one task see another's data (DESIGN.md traps)."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+import zerocopy_executor as zc
+from tests import _tasks
+from tests.conftest import our_segments
+
+TIMEOUT = 60
+N = 1 << 18  # float64: 2 MiB
+
+
+@pytest.fixture
+def executor(mp_context):
+    with zc.SharedArrayExecutor(1, mp_context=mp_context) as ex:
+        yield ex
+
+
+def test_result_aliasing_an_argument_keeps_its_segment(executor):
+    """A result that views its argument's segment keeps it out of the pool while it lives."""
+    first = executor.submit(_tasks.first_half, np.full(N, 1.0)).result(TIMEOUT)
+    for value in (2.0, 3.0, 4.0):
+        executor.submit(_tasks.total, np.full(N, value)).result(TIMEOUT)
+    assert (first == 1.0).all()
+
+
+def test_worker_keeping_its_argument_blocks_reuse(executor):
+    """A segment a worker keeps a view of past the call is never handed to another task."""
+    executor.submit(_tasks.keep_argument, np.full(N, 1.0)).result(TIMEOUT)
+    for value in (2.0, 3.0):
+        executor.submit(_tasks.total, np.full(N, value)).result(TIMEOUT)
+    assert executor.submit(_tasks.kept_sums).result(TIMEOUT) == [float(N)]
+
+
+def test_lent_segment_belongs_to_one_result(executor):
+    """Consecutive same-size results held at once are distinct memory with their own values."""
+    results = [executor.submit(_tasks.plus_one, np.full(N, float(i))).result(TIMEOUT) for i in range(4)]
+    for i, r in enumerate(results):
+        assert (r == i + 1).all()
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert not np.shares_memory(results[i], results[j])
+
+
+def test_failed_task_segments_are_unlinked_not_recycled(executor):
+    """A failed task's argument segment is unlinked, not kept for reuse."""
+    executor.submit(_tasks.total, np.ones(N)).result(TIMEOUT)  # warm the pool
+    before = our_segments()
+    with pytest.raises(RuntimeError, match="failed on an array"):
+        executor.submit(_tasks.fail_with_array, np.ones(N)).result(TIMEOUT)
+    gc.collect()
+    assert not (our_segments() - before)  # nothing new survived the failure
+    assert our_segments() < before  # the reused warm segment was dropped
+
+
+def test_recycled_arguments_carry_new_values(executor):
+    """Reused segments carry each task's own values, over many tasks."""
+    for value in range(10):
+        assert executor.submit(_tasks.total, np.full(N, float(value))).result(TIMEOUT) == value * N
+
+
+def test_segments_released_at_shutdown(mp_context):
+    """Shutdown empties the pool: only segments behind live results remain."""
+    before = our_segments()
+    with zc.SharedArrayExecutor(1, mp_context=mp_context) as ex:
+        kept = ex.submit(_tasks.plus_one, np.ones(N)).result(TIMEOUT)
+        for _ in range(3):
+            ex.submit(_tasks.total, np.ones(N)).result(TIMEOUT)
+    assert len(our_segments() - before) == 1  # the one behind `kept`
+    assert (kept == 2).all()
+    del kept
+    gc.collect()
+    assert our_segments() == before

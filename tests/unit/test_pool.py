@@ -1,0 +1,75 @@
+"""SegmentPool: capped in bytes, best fit, emptied on close, leases guard reuse."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+
+from zerocopy_executor import _pool, _segments
+
+
+def make(nbytes):
+    return _segments.create(nbytes)
+
+
+def test_pool_never_exceeds_its_cap():
+    """Segments given beyond the cap are dropped, not held."""
+    pool = _pool.SegmentPool(cap_nbytes=3 * 65536)
+    for _ in range(6):
+        pool.give(make(65536))
+    assert pool.nbytes == 3 * 65536
+    pool.close()
+    assert pool.nbytes == 0
+
+
+def test_pool_takes_a_close_fit_only():
+    """A request is served by a segment of at least its size and not much larger."""
+    pool = _pool.SegmentPool(cap_nbytes=1 << 30)
+    small, large = make(4096), make(1 << 20)
+    pool.give(small)
+    pool.give(large)
+    assert pool.take(1 << 20) is large
+    assert pool.take(8192) is None  # 4096 is too small, nothing else fits
+    assert pool.take(4000) is small
+    pool.close()
+
+
+def test_lease_returns_segment_when_last_view_dies():
+    """A leased segment goes back to the pool only once every view of it is gone."""
+    pool = _pool.SegmentPool(cap_nbytes=1 << 30)
+    buffer = make(8192)
+    root = _pool.lease(buffer, pool)
+    view = np.ndarray((10,), np.float64, buffer=root)[::2]
+    del root
+    gc.collect()
+    assert pool.nbytes == 0
+    del view
+    gc.collect()
+    assert pool.nbytes == 8192
+    assert pool.take(8192) is buffer
+    pool.close()
+
+
+def test_never_recycle_unlinks_on_release():
+    """A segment marked never-recycle is dropped (and unlinked) when its lease dies."""
+    pool = _pool.SegmentPool(cap_nbytes=1 << 30)
+    buffer = make(8192)
+    name = buffer.name
+    root = _pool.lease(buffer, pool)
+    _pool.never_recycle(buffer)
+    del root, buffer
+    gc.collect()
+    assert pool.nbytes == 0
+    assert _segments.attach is not None
+    import os
+
+    assert not os.path.exists(f"/dev/shm/{name}")
+
+
+def test_closed_pool_accepts_nothing():
+    """After close, given segments are dropped."""
+    pool = _pool.SegmentPool(cap_nbytes=1 << 30)
+    pool.close()
+    pool.give(make(4096))
+    assert pool.nbytes == 0
