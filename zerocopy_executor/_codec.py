@@ -14,6 +14,7 @@ Non-goals: arrays of NumPy subclasses other than ``np.memmap`` keep their own pi
 
 from __future__ import annotations
 
+import copyreg
 import io
 import pickle
 import sys
@@ -22,7 +23,6 @@ import types
 import warnings
 import weakref
 import zlib
-from collections import ChainMap
 from collections.abc import Callable
 from functools import lru_cache, partial
 from multiprocessing.reduction import ForkingPickler
@@ -35,7 +35,6 @@ from numpy.typing import NDArray
 from . import _arrayref, _pool, _segments
 from ._config import SharingPolicy
 from ._errors import SegmentError, SharedMemoryFullWarning
-from ._stats import new_tally
 
 __all__ = [
     "DecodeSession",
@@ -47,7 +46,6 @@ __all__ = [
 ]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
-_SHAREABLE_TYPES = (np.ndarray, np.memmap)
 # Results made only of these need no array scan: plain pickle is ~30 us cheaper (fact 9).
 _PLAIN_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None)})
 
@@ -82,7 +80,7 @@ class EncodeSession:
         self.allocate = allocate
         self.handover = handover
         self.lend = lend
-        self.tally = new_tally()
+        self.tally: dict[str, int] = {}  # only the paths taken: most tiny tasks take none
         # What the receiver will map (mappings, or leases over them): kept alive, so
         # linked, until the receiver is done.
         self.pinned: list[Any] = []
@@ -138,8 +136,9 @@ class EncodeSession:
         return (_rebuild, (ref,))
 
     def _count(self, path: str, nbytes: int) -> None:
-        self.tally[f"arrays_{path}"] += 1
-        self.tally[f"bytes_{path}"] += nbytes
+        tally = self.tally
+        tally[f"arrays_{path}"] = tally.get(f"arrays_{path}", 0) + 1
+        tally[f"bytes_{path}"] = tally.get(f"bytes_{path}", 0) + nbytes
 
 
 def _exact_reduction(array: NDArray[Any]) -> tuple[Any, ...] | None:
@@ -221,24 +220,51 @@ def _base_for(session: DecodeSession, ref: _arrayref.ArrayRef, buffer: _segments
     return session.base_for(buffer, ref)
 
 
+def _dispatch_table() -> dict[type, Any]:
+    """cloudpickle's reducers over ForkingPickler's (sockets, connections...) and copyreg's.
+
+    A plain dict, rebuilt when a registry grows: cloudpickle's own ChainMap costs a
+    Python-level lookup for every object the C pickler saves (~15 us per tiny task).
+    """
+    extra: dict[type, Any] = ForkingPickler._extra_reducers  # type: ignore[attr-defined]
+    key = (len(copyreg.dispatch_table), len(extra))
+    if _DISPATCH[0] != key:
+        # cloudpickle's own reducers (a fixed table) win, as in its ChainMap.
+        merged = {**copyreg.dispatch_table, **extra, **cloudpickle.Pickler.dispatch_table}
+        _DISPATCH[:] = [key, merged]
+    table: dict[type, Any] = _DISPATCH[1]
+    return table
+
+
+_DISPATCH: list[Any] = [None, {}]
+# Functions and classes cloudpickle sends by reference, remembered: deciding costs
+# ~8 us each time, and map() sends the same function with every chunk.
+_BY_REFERENCE: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
 class _ArgumentPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
-    # Keep ForkingPickler's reducers (sockets, connections...) as ProcessPoolExecutor does.
-    dispatch_table: ClassVar[ChainMap[type, Any]] = ChainMap(
-        cloudpickle.Pickler.dispatch_table,
-        ForkingPickler._extra_reducers,  # type: ignore[attr-defined]  # shared, so later registrations count
-    )
+    dispatch_table: ClassVar[dict[type, Any]] = {}
 
     def __init__(self, file: io.BytesIO, session: EncodeSession) -> None:
+        self.dispatch_table = _dispatch_table()
         super().__init__(file, protocol=_PROTOCOL)
         self._session = session
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, _SHAREABLE_TYPES) and type(obj) in _SHAREABLE_TYPES:
+        kind = type(obj)
+        if kind is np.ndarray or kind is np.memmap:
             return self._session.reduce_array(obj) or NotImplemented
-        if type(obj) is types.FunctionType and obj.__module__ == "__main__":
+        if kind is types.FunctionType and obj.__module__ == "__main__":
             reduced = _reduce_main_function(obj)
             if reduced is not None:
                 return reduced
+        if kind is types.FunctionType or isinstance(obj, type):
+            if _BY_REFERENCE.get(obj, False):
+                return NotImplemented
+            reduced = super().reducer_override(obj)
+            if reduced is NotImplemented:
+                _BY_REFERENCE[obj] = True
+            return reduced
         return super().reducer_override(obj)
 
 
@@ -248,7 +274,8 @@ class _ResultPickler(ForkingPickler):
         self._session = session
 
     def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, _SHAREABLE_TYPES) and type(obj) in _SHAREABLE_TYPES:
+        kind = type(obj)
+        if kind is np.ndarray or kind is np.memmap:
             return self._session.reduce_array(obj) or NotImplemented
         return NotImplemented
 

@@ -170,7 +170,8 @@ class TaskEnvelope:
             if lend is not None:
                 self._pinned.append(lend[1])
                 self._buffers.append(lend[0])
-            state.stats.add(session.tally)
+            if session.tally:
+                state.stats.add(session.tally)
         return (bytes, (payload,))
 
     def release(self, *, recycle: bool = True, kept: list[str] | tuple[str, ...] = ()) -> None:

@@ -5,10 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, fields
 
-__all__ = ["PATHS", "ExecutorStats", "StatsCounter", "new_tally"]
-
-# The three ways an array can travel (DESIGN.md): by reference, copied once, pickled.
-PATHS = ("by_reference", "copied", "pickled")
+__all__ = ["ExecutorStats", "StatsCounter"]
 
 
 @dataclass(frozen=True)
@@ -51,8 +48,3 @@ class StatsCounter:
         """Return the counts so far as an ExecutorStats."""
         with self._lock:
             return ExecutorStats(**self._counts, live_segments=live_segments)
-
-
-def new_tally() -> dict[str, int]:
-    """Return zeroed counters for one encode pass."""
-    return {f"{kind}_{path}": 0 for path in PATHS for kind in ("arrays", "bytes")}

@@ -143,4 +143,4 @@ def run_task(payload: bytes) -> Reply:
     del result
     tally, copied_nbytes = encoding.tally, encoding.copied_nbytes
     del encoding
-    return data, (tally if any(tally.values()) else None), decoding.kept(), copied_nbytes
+    return data, (tally or None), decoding.kept(), copied_nbytes
