@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Callable
 from functools import lru_cache, partial
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import cloudpickle
 import numpy as np
@@ -221,7 +221,7 @@ def _base_for(session: DecodeSession, ref: _arrayref.ArrayRef, buffer: _segments
 
 
 def _dispatch_table() -> dict[type, Any]:
-    """cloudpickle's reducers over ForkingPickler's (sockets, connections...) and copyreg's.
+    """Return the reducers: cloudpickle's over ForkingPickler's (sockets...) and copyreg's.
 
     A plain dict, rebuilt when a registry grows: cloudpickle's own ChainMap costs a
     Python-level lookup for every object the C pickler saves (~15 us per tiny task).
@@ -243,7 +243,7 @@ _BY_REFERENCE: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary(
 
 
 class _ArgumentPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
-    dispatch_table: ClassVar[dict[type, Any]] = {}
+    dispatch_table: dict[type, Any]  # per instance, read by the C pickler at init
 
     def __init__(self, file: io.BytesIO, session: EncodeSession) -> None:
         self.dispatch_table = _dispatch_table()
