@@ -1,0 +1,72 @@
+"""Functions defined in __main__: a script, and code with no file (a notebook, stdin)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import START_METHODS
+
+SCRIPT = textwrap.dedent(
+    """
+    import multiprocessing
+    import numpy as np
+    import zerocopy_executor as zc
+
+    SETTING = "unset"
+
+    def configure(value):
+        global SETTING
+        SETTING = value
+
+    def read_setting(_):
+        return SETTING
+
+    def scaled(a, factor):
+        return a * factor
+
+    if __name__ == "__main__":
+        ctx = multiprocessing.get_context("{method}")
+        with zc.SharedArrayExecutor(2, mp_context=ctx, initializer=configure, initargs=("set",)) as ex:
+            assert list(ex.map(read_setting, range(4))) == ["set"] * 4, "initializer global not seen"
+            out = ex.submit(scaled, np.ones(1 << 18), 3.0).result(60)
+            assert (out == 3).all()
+            offset = 5
+            assert ex.submit(lambda x: x + offset, 1).result(60) == 6
+        print("ok")
+    """
+)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_script_main_functions_by_reference(tmp_path, method):
+    """In a script, __main__ functions run by reference: the initializer's global is seen."""
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT.format(method=method))
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert result.stderr == ""
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_fileless_main_functions_by_value(method):
+    """Code with no file to re-import (python -c, notebooks) still runs, pickled by value.
+
+    (``python -`` cannot use spawn at all: CPython tries to re-run ``<stdin>`` as a file.)
+    """
+    code = SCRIPT.format(method=method).replace(
+        'assert list(ex.map(read_setting, range(4))) == ["set"] * 4, "initializer global not seen"',
+        "list(ex.map(read_setting, range(4)))",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    assert result.stderr == ""
