@@ -88,6 +88,11 @@ def _long_lived_helpers() -> set[int]:
     return pids
 
 
+def is_long_lived(pid: int) -> bool:
+    """Whether pid is the resource tracker or the forkserver (they serve every test)."""
+    return pid in _long_lived_helpers()
+
+
 @pytest.fixture(autouse=True)
 def leak_guard() -> Iterator[None]:
     """Fail a test that leaves a segment in /dev/shm or a child process alive."""

@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import partial
@@ -243,6 +244,11 @@ def _settle(
         state.task_settled()
 
 
+def _close_in_background(state: _SharingState) -> None:
+    # A finalizer may run in any thread, even one a pending task needs: never block it.
+    threading.Thread(target=state.close, name="zerocopy-close").start()
+
+
 def _pool_cap_nbytes() -> int:
     """Recycle at most a quarter of /dev/shm, and at most 2 GiB."""
     total = _segments.shm_total_bytes()
@@ -312,6 +318,10 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         # it runs before the first fork (fact 3).
         resource_tracker.ensure_running()
         self._sharing = _SharingState(policy, context, setup)
+        # Dropped without shutdown(): release as shutdown would, once the tasks are done
+        # (the manager's own finalizer would also unlink the results the user holds).
+        finalizer = weakref.finalize(self, _close_in_background, self._sharing)
+        finalizer.atexit = False  # at exit the manager's own finalizer cleans up
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Submits a callable to be executed with the given arguments.

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import time
 
 import numpy as np
 import pytest
 
 import zerocopy_executor as zc
 from tests import _tasks
+from tests.conftest import child_pids, is_long_lived
 
 TIMEOUT = 60
 BIG = 1 << 18  # float64 elements: 2 MiB, above the default min_nbytes
@@ -273,3 +275,19 @@ def test_executor_stats_start_at_zero():
     """A new executor has counted nothing and holds no segments."""
     with zc.SharedArrayExecutor(1) as ex:
         assert ex.stats() == zc.ExecutorStats()
+
+
+def test_result_outlives_dropped_executor(mp_context):
+    """Dropping an executor unread stops its processes; its results still travel by reference."""
+    before = child_pids()
+    ex = zc.SharedArrayExecutor(1, mp_context=mp_context)
+    result = ex.submit(_tasks.make_plain, BIG, 1.0).result(TIMEOUT)
+    del ex
+    deadline = time.monotonic() + 10
+    while child_pids() - before - {p for p in child_pids() if is_long_lived(p)}:
+        assert time.monotonic() < deadline, "the dropped executor's processes did not exit"
+        gc.collect()
+        time.sleep(0.05)
+    with zc.SharedArrayExecutor(1, mp_context=mp_context) as other:
+        assert other.submit(_tasks.total, result).result(TIMEOUT) == BIG
+        assert other.stats().bytes_copied == 0
