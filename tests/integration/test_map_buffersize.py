@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from concurrent import futures
 
 import numpy as np
 import pytest

@@ -1,0 +1,151 @@
+"""The scripts in examples/ run clean: each checks its own results, under every start method.
+
+Each example runs as a subprocess with ``--quick``. It exits non-zero if its results are
+wrong; here we also require a quiet stderr, and that none of its processes (workers, the
+ledger's server, the forkserver) and none of their segments outlive it.
+
+Segments are attributed by the creator's pid in their name (``zc_<pid>_...``), collected
+while the example runs, rather than by the autouse guard's before/after listing of all
+of /dev/shm: that listing also sees segments of any other test run on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT = 120
+POLL_SECONDS = 0.1
+CLEANUP_WAIT_SECONDS = 10.0
+FORBIDDEN_IN_STDERR = ("Traceback", "resource_tracker", "leaked", "Warning")
+MARKER = "ZEROCOPY_EXAMPLE_RUN"
+SEGMENT_PREFIX = "zc_"
+SHM_DIR = "/dev/shm"
+
+pytestmark = [
+    pytest.mark.timeout(RUN_TIMEOUT + 30),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the example's processes in /proc"),
+]
+
+
+@pytest.fixture(autouse=True)
+def leak_guard() -> None:
+    """Overrides the global guard: run_example checks the example's own segments by pid."""
+
+
+def processes_marked(token: str) -> set[int]:
+    """Pids of live processes whose environment carries MARKER=token (the example's tree)."""
+    needle = f"{MARKER}={token}".encode()
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:  # gone, or not ours
+            continue
+        if needle in environ and state != "Z":
+            pids.add(int(entry))
+    return pids
+
+
+def segments_of(pids: set[int]) -> set[str]:
+    """Our segments in /dev/shm created by one of pids."""
+    names = set()
+    for name in os.listdir(SHM_DIR):
+        creator = name.removeprefix(SEGMENT_PREFIX).split("_")[0]
+        if name.startswith(SEGMENT_PREFIX) and creator.isdigit() and int(creator) in pids:
+            names.add(name)
+    return names
+
+
+def run_example(name: str, start_method: str) -> str:
+    """Run examples/<name>.py --quick; fail on an error exit, noisy stderr, orphans or leaks."""
+    token = uuid.uuid4().hex
+    # -W default shows the warnings Python hides by default (SegmentLeakWarning is a ResourceWarning).
+    command = [
+        sys.executable,
+        "-W",
+        "default",
+        f"examples/{name}.py",
+        "--quick",
+        "--start-method",
+        start_method,
+    ]
+    child = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, MARKER: token},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    tree = {child.pid}  # every process of the example, sampled while it runs
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while True:
+        try:
+            stdout, stderr = child.communicate(timeout=POLL_SECONDS)
+            break
+        except subprocess.TimeoutExpired:
+            tree |= processes_marked(token)
+            if time.monotonic() > deadline:
+                for pid in processes_marked(token):
+                    os.kill(pid, signal.SIGKILL)
+                stdout, stderr = child.communicate()
+                pytest.fail(f"{name} ran over {RUN_TIMEOUT} s\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    output = f"stdout:\n{stdout}\nstderr:\n{stderr}"
+    assert child.returncode == 0, output
+    for text in FORBIDDEN_IN_STDERR:
+        assert text not in stderr, output
+    last_line = stdout.rstrip().rpartition("\n")[2]
+    assert last_line.startswith("OK"), output
+    assert start_method in stdout, output
+    deadline = time.monotonic() + CLEANUP_WAIT_SECONDS
+    while (survivors := processes_marked(token)) and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    assert not survivors, f"processes of {name} outlived it: {sorted(survivors)}\n{output}"
+    leaked = segments_of(tree)
+    assert not leaked, f"segments of {name} left in {SHM_DIR}: {sorted(leaked)}\n{output}"
+    return stdout
+
+
+def test_square_in_place_verifies_and_copies_nothing(start_method):
+    """square_in_place.py squares a shared array in place and reports 0 bytes copied."""
+    stdout = run_example("square_in_place", start_method)
+    assert "bytes_copied=0" in stdout
+
+
+def test_chunk_statistics_verifies_and_copies_nothing(start_method):
+    """chunk_statistics.py combines per-chunk dicts that match numpy, with 0 bytes copied."""
+    stdout = run_example("chunk_statistics", start_method)
+    assert "bytes_copied=0" in stdout
+
+
+def test_sqrt_abs_verifies_and_copies_nothing(start_method):
+    """sqrt_abs.py rewrites a shared array in place and reports 0 bytes copied."""
+    stdout = run_example("sqrt_abs", start_method)
+    assert "bytes_copied=0" in stdout
+
+
+def test_locked_histogram_matches_numpy(start_method):
+    """locked_histogram.py's lock from initargs makes one shared histogram exact."""
+    stdout = run_example("locked_histogram", start_method)
+    assert "bytes_copied=0" in stdout
+
+
+def test_library_function_agrees_across_executors(start_method):
+    """library_function.py's smooth() gives identical results serially and with three executors."""
+    stdout = run_example("library_function", start_method)
+    for name in ("serial", "ThreadPoolExecutor", "ProcessPoolExecutor", "SharedArrayExecutor"):
+        assert name in stdout
