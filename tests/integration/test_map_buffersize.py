@@ -80,7 +80,7 @@ def test_buffersize_propagates_exceptions_and_timeouts():
         with pytest.raises(ValueError, match="boom"):
             next(results)
         slow = ex.map(_tasks.slow_identity, [1, 2], [1.0, 1.0], buffersize=1, timeout=0.2)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(futures.TimeoutError):  # the builtin only from 3.11
             list(slow)
 
 
