@@ -223,3 +223,13 @@ def slow_identity(x: Any, seconds: float = 0.05) -> Any:
 
     time.sleep(seconds)
     return x
+
+
+def same_object(a: Any, b: Any) -> bool:
+    """Whether the two arguments arrived as one object (pickling keeps identity within a call)."""
+    return a is b
+
+
+def array_kind(a: np.ndarray) -> tuple[str, bool]:
+    """The class name of an array argument and whether the worker may write to it."""
+    return type(a).__name__, bool(a.flags.writeable)

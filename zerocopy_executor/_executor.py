@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import sys
 import threading
 import weakref
@@ -232,7 +233,10 @@ def _settle(
         if tally is not None:
             state.stats.add(tally)
         try:
-            value = _codec.decode(payload, _codec.DecodeSession(state.adopt))
+            if tally is None:  # no arrays at all: nothing to map or adopt
+                value = pickle.loads(payload)
+            else:
+                value = _codec.decode(payload, _codec.DecodeSession(state.adopt))
         except BaseException as decode_error:  # fail this future, never the pool
             outer.set_exception(decode_error)
         else:

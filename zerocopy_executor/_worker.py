@@ -134,7 +134,8 @@ def run_task(payload: bytes) -> Reply:
         buffer = _segments.attach(lend_name)
         lend = (buffer, decoding.root(buffer))
         del buffer
-    _CACHE.keep(decoding.lent_buffers)
+    if decoding.lent_buffers:
+        _CACHE.keep(decoding.lent_buffers)
     result = fn(*args, **kwargs)
     del fn, args, kwargs
     encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True, lend=lend)
