@@ -218,34 +218,38 @@ class SharedFuture(Future[T]):
 def _settle(
     outer: SharedFuture[Any], envelope: TaskEnvelope, state: _SharingState, inner: Future[Any]
 ) -> None:
-    recycle, kept = False, []
+    """Decode the result, release the task's segments, then resolve the user's future.
+
+    Releasing first means that once a caller sees the outcome, the task's argument
+    segments are already recycled or unlinked.
+    """
+    recycle, kept, failure, value = False, [], None, None
     try:
         if inner.cancelled():
-            Future.cancel(outer)
-            outer.set_running_or_notify_cancel()
             return
-        exc = inner.exception()
-        if exc is not None:
-            outer.set_exception(exc)
-            return
-        payload, tally, kept, copied_nbytes = inner.result()
-        state.lend_nbytes = copied_nbytes
-        if tally is not None:
-            state.stats.add(tally)
-        try:
-            if tally is None:  # no arrays at all: nothing to map or adopt
-                value = pickle.loads(payload)
-            else:
+        failure = inner.exception()
+        if failure is None:
+            payload, tally, kept, copied_nbytes = inner.result()
+            state.lend_nbytes = copied_nbytes
+            if tally is not None:
+                state.stats.add(tally)
                 value = _codec.decode(payload, _codec.DecodeSession(state.adopt))
-        except BaseException as decode_error:  # fail this future, never the pool
-            outer.set_exception(decode_error)
-        else:
+            else:  # no arrays at all: nothing to map or adopt
+                value = pickle.loads(payload)
             recycle = True
-            outer.set_result(value)
+    except BaseException as decode_error:  # fail this future, never the pool (fact 6)
+        failure = decode_error
     finally:
         outer._inner = None  # frees the raw payload the inner future holds
         envelope.release(recycle=recycle, kept=kept)
         state.task_settled()
+    if inner.cancelled():
+        Future.cancel(outer)
+        outer.set_running_or_notify_cancel()
+    elif failure is not None:
+        outer.set_exception(failure)
+    else:
+        outer.set_result(value)
 
 
 def _close_in_background(state: _SharingState) -> None:
