@@ -88,6 +88,22 @@ def _long_lived_helpers() -> set[int]:
     return pids
 
 
+def describe_segment(name: str) -> str:
+    """Name, size and creator (alive or not, and its command line) of a segment."""
+    try:
+        size = os.stat(f"{SHM_DIR}/{name}").st_size
+    except OSError:
+        size = -1
+    pid = name.split("_")[1]
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            creator = f.read().replace(b"\0", b" ").decode(errors="replace")[:80]
+    except OSError:
+        creator = "exited"
+    relation = "this process" if pid == str(os.getpid()) else f"pid {pid}"
+    return f"{name} ({size} bytes, created by {relation}: {creator})"
+
+
 def is_long_lived(pid: int) -> bool:
     """Whether pid is the resource tracker or the forkserver (they serve every test)."""
     return pid in _long_lived_helpers()
@@ -112,7 +128,7 @@ def leak_guard() -> Iterator[None]:
         time.sleep(0.05)
     problems = []
     if leaked:
-        problems.append(f"segments left in {SHM_DIR}: {sorted(leaked)}")
+        problems.append(f"segments left in {SHM_DIR}: {[describe_segment(n) for n in sorted(leaked)]}")
     if orphans:
         problems.append(f"child processes still alive: {sorted(orphans)}")
     pytest.fail("; ".join(problems))
