@@ -4,23 +4,25 @@ Data flow of one task::
 
     submit(fn, *args)                        parent
       └─ TaskEnvelope ─ pickled in the call-queue feeder thread (fact 5):
-           encode_call: large plain arrays → one copy into a new segment;
-                        arrays already shared → ArrayRef only; the rest → pickle
+           encode_call: large plain arrays → one copy into a warm recycled segment
+                        (or a new one); arrays already shared → ArrayRef only;
+                        the rest → pickle. A warm segment is lent for the result.
                        ═══ pipe: a few hundred bytes per array ═══
     run_task(payload)                        worker
-      ├─ decode: map each segment once, rebuild zero-copy views
+      ├─ decode: map each segment once (kept mapped for reuse), rebuild views
       ├─ fn(*args, **kwargs)
-      └─ encode_result: large arrays → segments handed over to the parent
+      └─ encode_result: large arrays → into the lent segment, or a new segment
+                        handed over to the parent; report views the call kept
                        ═══ pipe ═══
-    settle(inner future)                     parent, manager thread
+    _settle(inner future)                    parent, manager thread
       ├─ decode: map result segments and take ownership (unlinked when the last
       │          view dies), failing only this future if that goes wrong (fact 6)
-      ├─ release the argument segments of the task
+      ├─ release the task's segments: back to the pool once no view is left
       └─ resolve the future the user holds
 
 Every segment the executor's processes create is reported to a ledger in a
 SharedMemoryManager server (see _ledger), which releases what is left at shutdown, or
-when the parent dies.
+when the parent dies. Recycling and its safety rules are described in _pool.
 """
 
 from __future__ import annotations
@@ -36,159 +38,17 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from functools import partial
 from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
-from multiprocessing.managers import SharedMemoryManager
 from typing import Any, TypeVar
 
-from . import _codec, _mapping, _pool, _segments
+from . import _codec, _mapping
 from ._config import DEFAULT_MIN_NBYTES, SharingPolicy
-from ._errors import SegmentError, SharedArrayError
-from ._ledger import LedgerClient, start_ledger
-from ._stats import ExecutorStats, StatsCounter
+from ._state import SharingState, TaskEnvelope
+from ._stats import ExecutorStats
 from ._worker import WorkerSetup, initialize, run_task
 
 __all__ = ["SharedArrayExecutor"]
 
 T = TypeVar("T")
-
-
-class _SharingState:
-    """Everything the executor's tasks need after the executor itself may be gone.
-
-    Envelopes and callbacks hold this, not the executor, so that an executor dropped
-    without shutdown() is still collected the way ProcessPoolExecutor is.
-    """
-
-    def __init__(self, policy: SharingPolicy, context: BaseContext, setup: WorkerSetup) -> None:
-        self.policy = policy
-        self.context = context
-        self.setup = setup
-        self.stats = StatsCounter()
-        self.live: set[str] = set()  # segments created by this executor, not yet released
-        self.lock = threading.Lock()
-        self.idle = threading.Condition(self.lock)
-        self.pending = 0
-        self.manager: SharedMemoryManager | None = None
-        self.ledger: LedgerClient | None = None
-        self.closed = False
-        self.pool = _pool.SegmentPool(_pool_cap_nbytes())
-        # Size of the largest array the last result copied: lend a segment that size.
-        self.lend_nbytes = 0
-
-    def start_ledger(self) -> None:
-        """Start the SharedMemoryManager before the first worker (it is in their setup)."""
-        with self.lock:
-            if self.manager is not None or self.closed:
-                return
-            self.manager, proxy = start_ledger(self.context)
-            self.ledger = LedgerClient(proxy)
-            self.setup.ledger_proxy = proxy
-
-    def allocate(self, nbytes: int) -> tuple[_segments.SegmentBuffer, Any]:
-        """Lease a warm pooled segment, or create one (owned here, recorded in the ledger)."""
-        buffer = self.pool.take(nbytes)
-        if buffer is None:
-            buffer = _segments.create(nbytes, hooks=(self.forget,))
-            self.live.add(buffer.name)
-            if self.ledger is not None:
-                self.ledger.track(buffer.name)
-        return buffer, _pool.lease(buffer, self.pool)
-
-    def lend(self) -> tuple[_segments.SegmentBuffer, Any] | None:
-        """A segment for the task's result, sized like the last result (None if none)."""
-        if self.lend_nbytes == 0 or self.lend_nbytes < self.policy.min_nbytes:
-            return None
-        try:
-            return self.allocate(self.lend_nbytes)
-        except SegmentError:
-            return None  # the worker will try a fresh segment, and warn if that fails too
-
-    def adopt(self, buffer: _segments.SegmentBuffer) -> None:
-        """Count a result segment handed over by a worker (the ledger knows it already)."""
-        self.live.add(buffer.name)
-        _segments.on_release(buffer, self.forget)
-
-    def forget(self, name: str) -> None:
-        """Called after a segment of ours was unlinked (from a finalizer: no I/O here)."""
-        self.live.discard(name)
-        if self.ledger is not None and not self.closed:
-            self.ledger.forget(name)
-
-    def task_started(self) -> None:
-        with self.lock:
-            self.pending += 1
-
-    def task_settled(self) -> None:
-        with self.lock:
-            self.pending -= 1
-            if self.pending == 0:
-                self.idle.notify_all()
-
-    def close(self) -> None:
-        """Release every segment still recorded, except results the user still holds."""
-        with self.lock:
-            while self.pending:
-                self.idle.wait()
-            self.closed = True
-            manager, ledger, self.manager, self.ledger = self.manager, self.ledger, None, None
-        self.pool.close()
-        if manager is None or ledger is None:
-            return
-        # Results outlive the executor (DESIGN.md): their names stay linked until the
-        # last view dies here.
-        ledger.forget_now(name for name in _segments.owned_live_names() if name in self.live)
-        manager.shutdown()
-
-
-class TaskEnvelope:
-    """A call whose pickling (in the feeder thread) encodes it, and what that pinned.
-
-    Encoding at pickling time rather than in submit() keeps shared memory bounded by
-    the tasks in flight: only about max_workers + 1 call items are pickled ahead.
-    """
-
-    __slots__ = ("_buffers", "_call", "_lock", "_pinned", "_released", "_state")
-
-    def __init__(self, state: _SharingState, call: tuple[Any, ...]) -> None:
-        self._state = state
-        self._call: tuple[Any, ...] | None = call
-        self._pinned: list[Any] = []
-        self._buffers: list[_segments.SegmentBuffer] = []
-        self._lock = threading.Lock()
-        self._released = False
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        with self._lock:
-            if self._released or self._call is None:
-                msg = "task was released before it was sent; this is a bug in zerocopy_executor"
-                raise SharedArrayError(msg)
-            state = self._state
-            session = _codec.EncodeSession(state.policy, state.allocate, handover=False)
-            lend = state.lend()
-            lend_name = None if lend is None else lend[0].name
-            payload = _codec.encode_call((*self._call, lend_name), session)
-            # The worker attaches by name: keep our mappings (and so the names) until
-            # the task is over; the caller's arrays themselves are no longer needed.
-            self._pinned, self._buffers, self._call = session.pinned, session.buffers, None
-            if lend is not None:
-                self._pinned.append(lend[1])
-                self._buffers.append(lend[0])
-            if session.tally:
-                state.stats.add(session.tally)
-        return (bytes, (payload,))
-
-    def release(self, *, recycle: bool = True, kept: list[str] | tuple[str, ...] = ()) -> None:
-        """Drop the task's segments: each is recycled (or unlinked) once no view of it is left.
-
-        Args:
-            recycle: False after a failed task: its segments are unlinked, not reused.
-            kept: segments a worker kept views of: never reused.
-        """
-        with self._lock:
-            self._released = True
-            for buffer in self._buffers:
-                if not recycle or buffer.name in kept:
-                    _pool.never_recycle(buffer)
-            self._pinned, self._buffers, self._call = [], [], None
 
 
 class SharedFuture(Future[T]):
@@ -216,7 +76,7 @@ class SharedFuture(Future[T]):
 
 
 def _settle(
-    outer: SharedFuture[Any], envelope: TaskEnvelope, state: _SharingState, inner: Future[Any]
+    outer: SharedFuture[Any], envelope: TaskEnvelope, state: SharingState, inner: Future[Any]
 ) -> None:
     """Decode the result, release the task's segments, then resolve the user's future.
 
@@ -252,15 +112,9 @@ def _settle(
         outer.set_result(value)
 
 
-def _close_in_background(state: _SharingState) -> None:
+def _close_in_background(state: SharingState) -> None:
     # A finalizer may run in any thread, even one a pending task needs: never block it.
     threading.Thread(target=state.close, name="zerocopy-close").start()
-
-
-def _pool_cap_nbytes() -> int:
-    """Recycle at most a quarter of /dev/shm, and at most 2 GiB."""
-    total = _segments.shm_total_bytes()
-    return min(2 << 30, (total or 0) // 4)
 
 
 def _require_callable(initializer: object) -> None:
@@ -325,7 +179,7 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         # Workers must share our resource tracker; under fork they only inherit it if
         # it runs before the first fork (fact 3).
         resource_tracker.ensure_running()
-        self._sharing = _SharingState(policy, context, setup)
+        self._sharing = SharingState(policy, context, setup)
         # Dropped without shutdown(): release as shutdown would, once the tasks are done
         # (the manager's own finalizer would also unlink the results the user holds).
         finalizer = weakref.finalize(self, _close_in_background, self._sharing)

@@ -1,0 +1,164 @@
+"""The sharing side of one executor: its segments, its ledger, its pool, its tasks.
+
+Kept apart from the executor class so that tasks and callbacks hold this, not the
+executor: an executor dropped without shutdown() is then collected the way
+ProcessPoolExecutor is, while its pending tasks still settle.
+"""
+
+from __future__ import annotations
+
+import threading
+from multiprocessing.context import BaseContext
+from multiprocessing.managers import SharedMemoryManager
+from typing import Any
+
+from . import _codec, _pool, _segments
+from ._config import SharingPolicy
+from ._errors import SegmentError, SharedArrayError
+from ._ledger import LedgerClient, start_ledger
+from ._stats import StatsCounter
+from ._worker import WorkerSetup
+
+__all__ = ["SharingState", "TaskEnvelope"]
+
+
+class SharingState:
+    """Everything the executor's tasks need after the executor itself may be gone."""
+
+    def __init__(self, policy: SharingPolicy, context: BaseContext, setup: WorkerSetup) -> None:
+        self.policy = policy
+        self.context = context
+        self.setup = setup
+        self.stats = StatsCounter()
+        self.live: set[str] = set()  # segments created by this executor, not yet released
+        self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        self.pending = 0
+        self.manager: SharedMemoryManager | None = None
+        self.ledger: LedgerClient | None = None
+        self.closed = False
+        self.pool = _pool.SegmentPool(_pool_cap_nbytes())
+        # Size of the largest array the last result copied: lend a segment that size.
+        self.lend_nbytes = 0
+
+    def start_ledger(self) -> None:
+        """Start the SharedMemoryManager before the first worker (it is in their setup)."""
+        with self.lock:
+            if self.manager is not None or self.closed:
+                return
+            self.manager, proxy = start_ledger(self.context)
+            self.ledger = LedgerClient(proxy)
+            self.setup.ledger_proxy = proxy
+
+    def allocate(self, nbytes: int) -> tuple[_segments.SegmentBuffer, Any]:
+        """Lease a warm pooled segment, or create one (owned here, recorded in the ledger)."""
+        buffer = self.pool.take(nbytes)
+        if buffer is None:
+            buffer = _segments.create(nbytes, hooks=(self.forget,))
+            self.live.add(buffer.name)
+            if self.ledger is not None:
+                self.ledger.track(buffer.name)
+        return buffer, _pool.lease(buffer, self.pool)
+
+    def lend(self) -> tuple[_segments.SegmentBuffer, Any] | None:
+        """A segment for the task's result, sized like the last result (None if none)."""
+        if self.lend_nbytes == 0 or self.lend_nbytes < self.policy.min_nbytes:
+            return None
+        try:
+            return self.allocate(self.lend_nbytes)
+        except SegmentError:
+            return None  # the worker will try a fresh segment, and warn if that fails too
+
+    def adopt(self, buffer: _segments.SegmentBuffer) -> None:
+        """Count a result segment handed over by a worker (the ledger knows it already)."""
+        self.live.add(buffer.name)
+        _segments.on_release(buffer, self.forget)
+
+    def forget(self, name: str) -> None:
+        """Called after a segment of ours was unlinked (from a finalizer: no I/O here)."""
+        self.live.discard(name)
+        if self.ledger is not None and not self.closed:
+            self.ledger.forget(name)
+
+    def task_started(self) -> None:
+        with self.lock:
+            self.pending += 1
+
+    def task_settled(self) -> None:
+        with self.lock:
+            self.pending -= 1
+            if self.pending == 0:
+                self.idle.notify_all()
+
+    def close(self) -> None:
+        """Release every segment still recorded, except results the user still holds."""
+        with self.lock:
+            while self.pending:
+                self.idle.wait()
+            self.closed = True
+            manager, ledger, self.manager, self.ledger = self.manager, self.ledger, None, None
+        self.pool.close()
+        if manager is None or ledger is None:
+            return
+        # Results outlive the executor (DESIGN.md): their names stay linked until the
+        # last view dies here.
+        ledger.forget_now(name for name in _segments.owned_live_names() if name in self.live)
+        manager.shutdown()
+
+
+class TaskEnvelope:
+    """A call whose pickling (in the feeder thread) encodes it, and what that pinned.
+
+    Encoding at pickling time rather than in submit() keeps shared memory bounded by
+    the tasks in flight: only about max_workers + 1 call items are pickled ahead.
+    """
+
+    __slots__ = ("_buffers", "_call", "_lock", "_pinned", "_released", "_state")
+
+    def __init__(self, state: SharingState, call: tuple[Any, ...]) -> None:
+        self._state = state
+        self._call: tuple[Any, ...] | None = call
+        self._pinned: list[Any] = []
+        self._buffers: list[_segments.SegmentBuffer] = []
+        self._lock = threading.Lock()
+        self._released = False
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        with self._lock:
+            if self._released or self._call is None:
+                msg = "task was released before it was sent; this is a bug in zerocopy_executor"
+                raise SharedArrayError(msg)
+            state = self._state
+            session = _codec.EncodeSession(state.policy, state.allocate, handover=False)
+            lend = state.lend()
+            lend_name = None if lend is None else lend[0].name
+            payload = _codec.encode_call((*self._call, lend_name), session)
+            # The worker attaches by name: keep our mappings (and so the names) until
+            # the task is over; the caller's arrays themselves are no longer needed.
+            self._pinned, self._buffers, self._call = session.pinned, session.buffers, None
+            if lend is not None:
+                self._pinned.append(lend[1])
+                self._buffers.append(lend[0])
+            if session.tally:
+                state.stats.add(session.tally)
+        return (bytes, (payload,))
+
+    def release(self, *, recycle: bool = True, kept: list[str] | tuple[str, ...] = ()) -> None:
+        """Drop the task's segments: each is recycled (or unlinked) once no view of it is left.
+
+        Args:
+            recycle: False after a failed task: its segments are unlinked, not reused.
+            kept: segments a worker kept views of: never reused.
+        """
+        with self._lock:
+            self._released = True
+            for buffer in self._buffers:
+                if not recycle or buffer.name in kept:
+                    _pool.never_recycle(buffer)
+            self._pinned, self._buffers, self._call = [], [], None
+
+
+def _pool_cap_nbytes() -> int:
+    """Recycle at most a quarter of /dev/shm, and at most 2 GiB."""
+    total = _segments.shm_total_bytes()
+    return min(2 << 30, (total or 0) // 4)
