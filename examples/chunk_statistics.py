@@ -12,13 +12,14 @@ Run:  python examples/chunk_statistics.py [--start-method {fork,forkserver,spawn
 
 from __future__ import annotations
 
-import argparse
 import math
 import multiprocessing
-import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+
+# Plumbing shared by the examples (command line, timing, report): examples/_demo.py
+from _demo import best_time, check_nothing_copied, parse_args, print_timings, start_workers
 
 import zerocopy_executor as zc
 
@@ -44,23 +45,6 @@ def combine(parts):
     return {"n": n, "mean": mean, "std": math.sqrt(variance), "max": max(p["max"] for p in parts)}
 
 
-def ready(_):
-    """Do nothing: used to start every worker before timing."""
-
-
-def parse_args():
-    methods = multiprocessing.get_all_start_methods()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--start-method",
-        choices=methods,
-        default="forkserver" if "forkserver" in methods else "spawn",
-        help="how workers start (default: forkserver where available, never the platform default)",
-    )
-    parser.add_argument("--quick", action="store_true", help="time one run instead of the best of three")
-    return parser.parse_args()
-
-
 def check(name, got, data):
     expected = {"n": data.size, "mean": data.mean(), "std": data.std(), "max": data.max()}
     if got["n"] != expected["n"] or got["max"] != expected["max"]:
@@ -71,7 +55,7 @@ def check(name, got, data):
 
 
 def main():
-    args = parse_args()
+    args = parse_args(__doc__)
     context = multiprocessing.get_context(args.start_method)
     repeats = 1 if args.quick else 3
     data = zc.empty(N)
@@ -82,37 +66,29 @@ def main():
     print(f"{WORKERS} workers, {args.start_method}")
 
     with zc.SharedArrayExecutor(WORKERS, mp_context=context) as executor:
-        list(executor.map(ready, range(WORKERS)))  # start the workers outside the timing
-        best_shared = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            shared_result = combine(list(executor.map(chunk_statistics, np.array_split(data, WORKERS))))
-            best_shared = min(best_shared, time.perf_counter() - start)
+        start_workers(executor, WORKERS)
+        shared_result, best_shared = best_time(
+            repeats, lambda: combine(list(executor.map(chunk_statistics, np.array_split(data, WORKERS))))
+        )
     check("SharedArrayExecutor", shared_result, data)
 
     # A shared array is a plain ndarray: ProcessPoolExecutor simply pickles its chunks.
     with ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
-        list(pool.map(ready, range(WORKERS)))
-        best_pickled = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            pickled_result = combine(list(pool.map(chunk_statistics, np.array_split(data, WORKERS))))
-            best_pickled = min(best_pickled, time.perf_counter() - start)
+        start_workers(pool, WORKERS)
+        pickled_result, best_pickled = best_time(
+            repeats, lambda: combine(list(pool.map(chunk_statistics, np.array_split(data, WORKERS))))
+        )
     check("ProcessPoolExecutor", pickled_result, data)
 
     print(
         f"  mean {shared_result['mean']:.6f}  std {shared_result['std']:.6f}  max {shared_result['max']:.6f}"
     )
-    label = "best of 3" if repeats == 3 else "one run"
-    print(f"  SharedArrayExecutor, chunks by reference  {best_shared * 1e3:8.1f} ms  ({label})")
-    print(
-        f"  ProcessPoolExecutor, chunks pickled       {best_pickled * 1e3:8.1f} ms"
-        f"  ({best_pickled / best_shared:.1f}x the time)"
+    print_timings(
+        repeats,
+        ("SharedArrayExecutor, chunks by reference  ", best_shared),
+        ("ProcessPoolExecutor, chunks pickled       ", best_pickled),
     )
-    stats = executor.stats()
-    print(f"  {stats}")
-    if stats.bytes_copied or stats.bytes_pickled:
-        raise SystemExit(f"expected no array to be copied or pickled, got {stats}")
+    check_nothing_copied(executor)
     print("OK: mean, std and max match numpy; 0 bytes copied")
 
 

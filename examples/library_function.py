@@ -13,13 +13,14 @@ Run:  python examples/library_function.py [--start-method {fork,forkserver,spawn
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
-import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from itertools import pairwise, repeat
 
 import numpy as np
+
+# Plumbing shared by the examples (command line, timing, report): examples/_demo.py
+from _demo import best_time, check_nothing_copied, parse_args, runs_label, start_workers
 
 import zerocopy_executor as zc
 
@@ -75,41 +76,15 @@ def smooth(data, *, window=WINDOW, executor=None, chunks=8):
 # --- the demonstration ----------------------------------------------------------------
 
 
-def ready(_):
-    """Do nothing: used to start every worker before timing."""
-
-
-def parse_args():
-    methods = multiprocessing.get_all_start_methods()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--start-method",
-        choices=methods,
-        default="forkserver" if "forkserver" in methods else "spawn",
-        help="how workers start (default: forkserver where available, never the platform default)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{N_QUICK:,} values and one timed run (default: {N:,}, best of 3)",
-    )
-    return parser.parse_args()
-
-
 def timed(executor, data, repeats):
     """Return smooth()'s result and its best time over repeats calls."""
     if executor is not None:
-        list(executor.map(ready, range(WORKERS)))  # start the workers outside the timing
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = smooth(data, executor=executor)
-        best = min(best, time.perf_counter() - start)
-    return result, best
+        start_workers(executor, WORKERS)
+    return best_time(repeats, lambda: smooth(data, executor=executor))
 
 
 def main():
-    args = parse_args()
+    args = parse_args(__doc__, f"{N_QUICK:,} values and one timed run (default: {N:,}, best of 3)")
     context = multiprocessing.get_context(args.start_method)
     n, repeats = (N_QUICK, 1) if args.quick else (N, 3)
     data = zc.empty(n)  # any array works; a shared one is not even copied
@@ -118,7 +93,7 @@ def main():
         f"library_function: smooth() over {n:,} float64 ({data.nbytes / 1e6:.0f} MB), window {WINDOW}, ",
         end="",
     )
-    print(f"{WORKERS} workers, {args.start_method}, {'best of 3' if repeats == 3 else 'one run'} each")
+    print(f"{WORKERS} workers, {args.start_method}, {runs_label(repeats)} each")
 
     results, seconds = {}, {}
     results["serial"], seconds["serial"] = timed(None, data, repeats)
@@ -136,10 +111,7 @@ def main():
         if not np.array_equal(result, results["serial"]):
             raise SystemExit(f"smooth(executor={name}) differs from the serial result")
         print(f"  {name:<20} {seconds[name] * 1e3:8.1f} ms  shared result: {zc.is_shared(result)}")
-    stats = executor.stats()
-    print(f"  {stats}")
-    if stats.bytes_copied or stats.bytes_pickled:
-        raise SystemExit(f"expected no array to be copied or pickled, got {stats}")
+    check_nothing_copied(executor)
     print("OK: all four results are identical and match np.convolve; 0 bytes copied")
 
 

@@ -16,12 +16,13 @@ Run:  python examples/locked_histogram.py [--start-method {fork,forkserver,spawn
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
-import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+
+# Plumbing shared by the examples (command line, timing, report): examples/_demo.py
+from _demo import best_time, check_nothing_copied, parse_args, print_timings, start_workers
 
 import zerocopy_executor as zc
 
@@ -53,25 +54,8 @@ def histogram(chunk):
     return counts
 
 
-def ready(_):
-    """Do nothing: used to start every worker before timing."""
-
-
-def parse_args():
-    methods = multiprocessing.get_all_start_methods()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--start-method",
-        choices=methods,
-        default="forkserver" if "forkserver" in methods else "spawn",
-        help="how workers start (default: forkserver where available, never the platform default)",
-    )
-    parser.add_argument("--quick", action="store_true", help="time one run instead of the best of three")
-    return parser.parse_args()
-
-
 def main():
-    args = parse_args()
+    args = parse_args(__doc__)
     context = multiprocessing.get_context(args.start_method)
     repeats = 1 if args.quick else 3
     data = zc.empty(N)
@@ -82,39 +66,31 @@ def main():
 
     lock = context.Lock()  # from the executor's context, or workers cannot receive it
     with zc.SharedArrayExecutor(WORKERS, mp_context=context, initializer=init_worker, initargs=(lock,)) as ex:
-        list(ex.map(ready, range(WORKERS)))  # start the workers outside the timing
+        start_workers(ex, WORKERS)
         shared_histogram = zc.zeros(BINS, dtype=np.int64)
-        best_shared = float("inf")
-        for _ in range(repeats):
-            shared_histogram[:] = 0
-            start = time.perf_counter()
-            chunks = np.array_split(data, CHUNKS)
-            list(ex.map(histogram_into, chunks, [shared_histogram] * CHUNKS))
-            best_shared = min(best_shared, time.perf_counter() - start)
-            if not np.array_equal(shared_histogram, expected):
-                raise SystemExit(f"SharedArrayExecutor: histogram {shared_histogram} != numpy's {expected}")
+        _, best_shared = best_time(
+            repeats,
+            lambda: list(ex.map(histogram_into, np.array_split(data, CHUNKS), [shared_histogram] * CHUNKS)),
+            reset=lambda: shared_histogram.fill(0),  # start every run from zero (not timed)
+        )
+        if not np.array_equal(shared_histogram, expected):
+            raise SystemExit(f"SharedArrayExecutor: histogram {shared_histogram} != numpy's {expected}")
 
     with ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
-        list(pool.map(ready, range(WORKERS)))
-        best_pickled = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            summed = sum(pool.map(histogram, np.array_split(data, CHUNKS)))
-            best_pickled = min(best_pickled, time.perf_counter() - start)
-            if not np.array_equal(summed, expected):
-                raise SystemExit(f"ProcessPoolExecutor: histogram {summed} != numpy's {expected}")
+        start_workers(pool, WORKERS)
+        summed, best_pickled = best_time(
+            repeats, lambda: sum(pool.map(histogram, np.array_split(data, CHUNKS)))
+        )
+    if not np.array_equal(summed, expected):
+        raise SystemExit(f"ProcessPoolExecutor: histogram {summed} != numpy's {expected}")
 
-    label = "best of 3" if repeats == 3 else "one run"
     print(f"  {int(shared_histogram.sum()):,} values counted, {N - int(expected.sum()):,} outside {RANGE}")
-    print(f"  SharedArrayExecutor, one shared histogram + lock  {best_shared * 1e3:8.1f} ms  ({label})")
-    print(
-        f"  ProcessPoolExecutor, chunks pickled, counts summed {best_pickled * 1e3:8.1f} ms"
-        f"  ({best_pickled / best_shared:.1f}x the time)"
+    print_timings(
+        repeats,
+        ("SharedArrayExecutor, one shared histogram + lock  ", best_shared),
+        ("ProcessPoolExecutor, chunks pickled, counts summed ", best_pickled),
     )
-    stats = ex.stats()
-    print(f"  {stats}")
-    if stats.bytes_copied or stats.bytes_pickled:
-        raise SystemExit(f"expected no array to be copied or pickled, got {stats}")
+    check_nothing_copied(ex)
     print("OK: the shared histogram matches np.histogram of all the data; 0 bytes copied")
 
 

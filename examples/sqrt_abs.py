@@ -13,12 +13,13 @@ Run:  python examples/sqrt_abs.py [--start-method {fork,forkserver,spawn}] [--qu
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
-import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+
+# Plumbing shared by the examples (command line, timing, report): examples/_demo.py
+from _demo import best_time, check_nothing_copied, parse_args, print_timings, start_workers
 
 import zerocopy_executor as zc
 
@@ -39,29 +40,8 @@ def sqrt_abs(chunk):
     return np.sqrt(np.abs(chunk))
 
 
-def ready(_):
-    """Do nothing: used to start every worker before timing."""
-
-
-def parse_args():
-    methods = multiprocessing.get_all_start_methods()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--start-method",
-        choices=methods,
-        default="forkserver" if "forkserver" in methods else "spawn",
-        help="how workers start (default: forkserver where available, never the platform default)",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"{N_QUICK:,} values and one timed run (default: {N:,}, best of 3)",
-    )
-    return parser.parse_args()
-
-
 def main():
-    args = parse_args()
+    args = parse_args(__doc__, f"{N_QUICK:,} values and one timed run (default: {N:,}, best of 3)")
     context = multiprocessing.get_context(args.start_method)
     n, repeats = (N_QUICK, 1) if args.quick else (N, 3)
     source = np.random.default_rng(0).standard_normal(n)
@@ -70,38 +50,30 @@ def main():
     print(f"{WORKERS} workers, {args.start_method}")
 
     with zc.SharedArrayExecutor(WORKERS, mp_context=context) as executor:
-        list(executor.map(ready, range(WORKERS)))  # start the workers outside the timing
+        start_workers(executor, WORKERS)
         data = zc.share(source)  # the one copy, into shared memory
-        best_shared = float("inf")
-        for _ in range(repeats):
-            data[:] = source  # undo the previous run (not timed)
-            start = time.perf_counter()
-            list(executor.map(sqrt_abs_in_place, np.array_split(data, CHUNKS)))
-            best_shared = min(best_shared, time.perf_counter() - start)
-            if not np.array_equal(data, expected):
-                raise SystemExit("SharedArrayExecutor: the shared array does not hold sqrt(abs(x))")
-        del data
+        _, best_shared = best_time(
+            repeats,
+            lambda: list(executor.map(sqrt_abs_in_place, np.array_split(data, CHUNKS))),
+            reset=lambda: np.copyto(data, source),  # undo the previous run (not timed)
+        )
+        if not np.array_equal(data, expected):
+            raise SystemExit("SharedArrayExecutor: the shared array does not hold sqrt(abs(x))")
 
     with ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
-        list(pool.map(ready, range(WORKERS)))
-        best_pickled = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            result = np.concatenate(list(pool.map(sqrt_abs, np.array_split(source, CHUNKS))))
-            best_pickled = min(best_pickled, time.perf_counter() - start)
-            if not np.array_equal(result, expected):
-                raise SystemExit("ProcessPoolExecutor: the reassembled chunks do not hold sqrt(abs(x))")
+        start_workers(pool, WORKERS)
+        result, best_pickled = best_time(
+            repeats, lambda: np.concatenate(list(pool.map(sqrt_abs, np.array_split(source, CHUNKS))))
+        )
+    if not np.array_equal(result, expected):
+        raise SystemExit("ProcessPoolExecutor: the reassembled chunks do not hold sqrt(abs(x))")
 
-    label = "best of 3" if repeats == 3 else "one run"
-    print(f"  SharedArrayExecutor, chunks rewritten in place  {best_shared * 1e3:8.1f} ms  ({label})")
-    print(
-        f"  ProcessPoolExecutor, chunks pickled both ways   {best_pickled * 1e3:8.1f} ms"
-        f"  ({best_pickled / best_shared:.1f}x the time)"
+    print_timings(
+        repeats,
+        ("SharedArrayExecutor, chunks rewritten in place  ", best_shared),
+        ("ProcessPoolExecutor, chunks pickled both ways   ", best_pickled),
     )
-    stats = executor.stats()
-    print(f"  {stats}")
-    if stats.bytes_copied or stats.bytes_pickled:
-        raise SystemExit(f"expected no array to be copied or pickled, got {stats}")
+    check_nothing_copied(executor)
     print("OK: all values match numpy; 0 bytes copied")
 
 

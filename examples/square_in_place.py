@@ -12,12 +12,13 @@ Run:  python examples/square_in_place.py [--start-method {fork,forkserver,spawn}
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing
-import time
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+
+# Plumbing shared by the examples (command line, timing, report): examples/_demo.py
+from _demo import best_time, check_nothing_copied, parse_args, print_timings, start_workers
 
 import zerocopy_executor as zc
 
@@ -35,25 +36,8 @@ def square(chunk):
     return np.square(chunk)
 
 
-def ready(_):
-    """Do nothing: used to start every worker before timing."""
-
-
-def parse_args():
-    methods = multiprocessing.get_all_start_methods()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--start-method",
-        choices=methods,
-        default="forkserver" if "forkserver" in methods else "spawn",
-        help="how workers start (default: forkserver where available, never the platform default)",
-    )
-    parser.add_argument("--quick", action="store_true", help="time one run instead of the best of three")
-    return parser.parse_args()
-
-
 def main():
-    args = parse_args()
+    args = parse_args(__doc__)
     context = multiprocessing.get_context(args.start_method)
     repeats = 1 if args.quick else 3
     source = np.random.default_rng(0).uniform(-10.0, 10.0, N)
@@ -62,37 +46,30 @@ def main():
     print(f"{WORKERS} workers, {args.start_method}")
 
     with zc.SharedArrayExecutor(WORKERS, mp_context=context) as executor:
-        list(executor.map(ready, range(WORKERS)))  # start the workers outside the timing
+        start_workers(executor, WORKERS)
         data = zc.zeros(N)
-        best_shared = float("inf")
-        for _ in range(repeats):
-            data[:] = source
-            start = time.perf_counter()
-            list(executor.map(square_in_place, np.array_split(data, WORKERS)))
-            best_shared = min(best_shared, time.perf_counter() - start)
-            if not np.array_equal(data, expected):
-                raise SystemExit("SharedArrayExecutor: the shared array does not hold the squares")
+        _, best_shared = best_time(
+            repeats,
+            lambda: list(executor.map(square_in_place, np.array_split(data, WORKERS))),
+            reset=lambda: np.copyto(data, source),  # undo the previous run (not timed)
+        )
+        if not np.array_equal(data, expected):
+            raise SystemExit("SharedArrayExecutor: the shared array does not hold the squares")
 
     with ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
-        list(pool.map(ready, range(WORKERS)))
-        best_pickled = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            result = np.concatenate(list(pool.map(square, np.array_split(source, WORKERS))))
-            best_pickled = min(best_pickled, time.perf_counter() - start)
-            if not np.array_equal(result, expected):
-                raise SystemExit("ProcessPoolExecutor: the reassembled chunks do not hold the squares")
+        start_workers(pool, WORKERS)
+        result, best_pickled = best_time(
+            repeats, lambda: np.concatenate(list(pool.map(square, np.array_split(source, WORKERS))))
+        )
+    if not np.array_equal(result, expected):
+        raise SystemExit("ProcessPoolExecutor: the reassembled chunks do not hold the squares")
 
-    label = "best of 3" if repeats == 3 else "one run"
-    print(f"  SharedArrayExecutor, views squared in place   {best_shared * 1e3:8.1f} ms  ({label})")
-    print(
-        f"  ProcessPoolExecutor, chunks pickled both ways {best_pickled * 1e3:8.1f} ms"
-        f"  ({best_pickled / best_shared:.1f}x the time)"
+    print_timings(
+        repeats,
+        ("SharedArrayExecutor, views squared in place   ", best_shared),
+        ("ProcessPoolExecutor, chunks pickled both ways ", best_pickled),
     )
-    stats = executor.stats()
-    print(f"  {stats}")
-    if stats.bytes_copied or stats.bytes_pickled:
-        raise SystemExit(f"expected no array to be copied or pickled, got {stats}")
+    check_nothing_copied(executor)
     print("OK: all values match numpy; 0 bytes copied")
 
 

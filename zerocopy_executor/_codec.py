@@ -142,16 +142,21 @@ class EncodeSession:
 
 
 def _exact_reduction(array: NDArray[Any]) -> tuple[Any, ...] | None:
-    """NumPy's own pickling, except for one case where it is not exact.
+    """NumPy's own pickling, except where it would not give what ProcessPoolExecutor gives.
 
-    NumPy pickles a non-contiguous array through a copy in *native* byte order, so a
-    strided ``>i4`` array comes back as ``<i4`` (same values, different dtype).
-    Pickling a contiguous copy keeps the dtype; it costs nothing more, as NumPy
-    copies non-contiguous arrays to pickle them anyway.
+    - Protocol 5 rebuilds a read-only array read-only; ProcessPoolExecutor (protocol 4
+      before 3.14) hands the receiver a writable copy, and so do we.
+    - NumPy pickles a non-contiguous array through a copy in *native* byte order, so a
+      strided ``>i4`` array would come back as ``<i4`` (same values, other dtype).
+
+    In both cases we pickle a writable copy in the array's own dtype and layout; it
+    costs little, these arrays are small and NumPy copies non-contiguous ones anyway.
     """
-    if array.dtype.isnative or array.flags.c_contiguous or array.flags.f_contiguous:
+    contiguous = array.flags.c_contiguous or array.flags.f_contiguous
+    if array.flags.writeable and (contiguous or array.dtype.isnative):
         return None
-    reduced: tuple[Any, ...] = np.ascontiguousarray(array).__reduce_ex__(_PROTOCOL)  # type: ignore[assignment]
+    copy = np.array(array, copy=True, order="K")
+    reduced: tuple[Any, ...] = copy.__reduce_ex__(_PROTOCOL)  # type: ignore[assignment]
     return reduced
 
 

@@ -63,16 +63,26 @@ class SharedFuture(Future[T]):
         self._inner: Future[Any] | None = None
 
     def cancel(self) -> bool:
-        """Cancel the task if it has not started running."""
+        """Cancel the future if possible."""
         inner = self._inner
         if inner is None:
             return super().cancel()
         return inner.cancel() and self.cancelled()
 
+    cancel.__doc__ = Future.cancel.__doc__  # same contract: the inner task is cancelled
+
     def running(self) -> bool:
-        """Return True if the task is running in a worker."""
+        """Return True if the future is currently executing."""
         inner = self._inner
         return (inner is not None and inner.running()) or super().running()
+
+    running.__doc__ = Future.running.__doc__
+
+    def __repr__(self) -> str:
+        inner = self._inner
+        if inner is not None and not self.done() and inner.running():
+            return f"<{type(self).__name__} at {id(self):#x} state=running>"
+        return super().__repr__()
 
 
 def _settle(
@@ -84,11 +94,10 @@ def _settle(
     segments are already recycled or unlinked.
     """
     recycle, kept, failure, value = False, [], None, None
+    cancelled = inner.cancelled()
     try:
-        if inner.cancelled():
-            return
-        failure = inner.exception()
-        if failure is None:
+        failure = None if cancelled else inner.exception()
+        if not cancelled and failure is None:
             payload, tally, kept, copied_nbytes = inner.result()
             state.lend_nbytes = copied_nbytes
             if tally is not None:
@@ -103,7 +112,7 @@ def _settle(
         outer._inner = None  # frees the raw payload the inner future holds
         envelope.release(recycle=recycle, kept=kept)
         state.task_settled()
-    if inner.cancelled():
+    if cancelled:
         Future.cancel(outer)
         outer.set_running_or_notify_cancel()
     elif failure is not None:
@@ -165,7 +174,6 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         max_tasks_per_child: int | None = None,
         min_nbytes: int = DEFAULT_MIN_NBYTES,
     ) -> None:
-        _require_callable(initializer)
         policy = SharingPolicy(min_nbytes)
         extra: dict[str, Any] = {}
         if max_tasks_per_child is not None:
@@ -176,6 +184,8 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         context = mp_context if mp_context is not None else _default_context(max_tasks_per_child)
         setup = WorkerSetup(os.getpid(), policy, initializer, tuple(initargs))
         super().__init__(max_workers, context, initialize, (setup,), **extra)
+        # After the parent's own checks (max_workers first), which start nothing.
+        _require_callable(initializer)
         # Workers must share our resource tracker; under fork they only inherit it if
         # it runs before the first fork (fact 3).
         resource_tracker.ensure_running()
@@ -255,10 +265,21 @@ class SharedArrayExecutor(ProcessPoolExecutor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Clean-up the resources associated with the Executor.
 
-        As ProcessPoolExecutor.shutdown; then every segment the executor created is
-        released, except those behind results still referenced (they live on until
-        their last view is collected). With ``wait=False`` that happens in the
-        background once the pending tasks are done.
+        It is safe to call this method several times. Otherwise, no other
+        methods can be called after this one.
+
+        Then every segment the executor created is released, except those behind
+        results still referenced (they live on until their last view is collected).
+        With ``wait=False`` that happens in the background once the pending tasks
+        are done.
+
+        Args:
+            wait: If True then shutdown will not return until all running
+                futures have finished executing and the resources used by the
+                executor have been reclaimed.
+            cancel_futures: If True then shutdown will cancel all pending
+                futures. Futures that are completed or running will not be
+                cancelled.
         """
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
         if wait:

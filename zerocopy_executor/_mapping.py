@@ -22,14 +22,14 @@ __all__ = ["check_map_arguments", "map_with_buffer", "run_chunk"]
 
 def check_map_arguments(chunksize: int, buffersize: object) -> None:
     """Raise the errors ProcessPoolExecutor.map raises for these (3.14 wording)."""
+    if chunksize < 1:  # checked first, as ProcessPoolExecutor.map does
+        msg = "chunksize must be >= 1."
+        raise ValueError(msg)
     if buffersize is not None and not isinstance(buffersize, int):
         msg = "buffersize must be an integer or None"
         raise TypeError(msg)
     if buffersize is not None and buffersize < 1:
         msg = "buffersize must be None or > 0"
-        raise ValueError(msg)
-    if chunksize < 1:
-        msg = "chunksize must be >= 1."
         raise ValueError(msg)
 
 
