@@ -76,7 +76,7 @@ def rebuild(
         SegmentError: the segment is gone, or the descriptor points outside it.
     """
     name, offset, shape, strides, dtype, writeable, _, _ = ref
-    buffer = _segments.attach(name)
+    buffer = _segments.attach(name, populate=ref.lent)  # a lent (recycled) copy is read whole
     low, high = byte_extent(shape, strides, dtype.itemsize) if len(shape) == len(strides) else (-1, -1)
     if offset + low < 0 or offset + high > len(buffer):
         msg = (

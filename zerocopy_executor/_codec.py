@@ -186,10 +186,12 @@ class TaskDecodeSession(DecodeSession):
     def __init__(self) -> None:
         super().__init__()
         self._roots: dict[str, weakref.ref[NDArray[Any]]] = {}
-        self.lent_buffers: list[_segments.SegmentBuffer] = []
+        # Every mapping the task used: the worker keeps them for the next tasks.
+        self.buffers: dict[str, _segments.SegmentBuffer] = {}
 
     def base_for(self, buffer: _segments.SegmentBuffer, ref: _arrayref.ArrayRef) -> Any:
         """Return a per-task root for lent segments, the mapping otherwise."""
+        self.buffers[buffer.name] = buffer
         return self.root(buffer) if ref.lent else buffer
 
     def root(self, buffer: _segments.SegmentBuffer) -> NDArray[Any]:
@@ -199,7 +201,7 @@ class TaskDecodeSession(DecodeSession):
         if root is None:
             root = np.frombuffer(buffer, dtype=np.uint8)
             self._roots[buffer.name] = weakref.ref(root)
-            self.lent_buffers.append(buffer)
+            self.buffers[buffer.name] = buffer
         return root
 
     def kept(self) -> list[str]:

@@ -146,8 +146,10 @@ def new_name() -> str:
     return f"{NAME_PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
 
 
-def _map(fd: int, nbytes: int, name: str) -> SegmentBuffer:
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+def _map(fd: int, nbytes: int, name: str, *, populate: bool) -> SegmentBuffer:
+    # Pre-faulting a whole mapping in one call costs a fraction of faulting it page by
+    # page, but is wasted on a task that touches a slice of a big shared array.
+    flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
     if sys.version_info >= (3, 13):
         buffer = SegmentBuffer(fd, nbytes, flags=flags, trackfd=False)
     else:
@@ -204,7 +206,7 @@ def create(nbytes: int, *, hooks: tuple[Callable[[str], None], ...] = ()) -> Seg
     try:
         os.ftruncate(fd, nbytes)
         _reserve(fd, nbytes)
-        buffer = _map(fd, nbytes, name)
+        buffer = _map(fd, nbytes, name, populate=True)
     except OSError as exc:
         unlink(name)
         free = _shm_free_bytes()
@@ -223,8 +225,13 @@ def create(nbytes: int, *, hooks: tuple[Callable[[str], None], ...] = ()) -> Seg
     return buffer
 
 
-def attach(name: str) -> SegmentBuffer:
+def attach(name: str, *, populate: bool = False) -> SegmentBuffer:
     """Map an existing segment (or reuse this process's mapping of it).
+
+    Args:
+        name: the segment's name.
+        populate: pre-fault the whole mapping (worth it when the whole segment will be
+            touched, as for a copied argument).
 
     Raises:
         SegmentError: the name is not one of ours, or the segment is gone or empty.
@@ -248,7 +255,7 @@ def attach(name: str) -> SegmentBuffer:
         if size == 0:
             msg = f"segment {name!r} is empty; it was truncated or replaced behind our back"
             raise SegmentError(msg)
-        buffer = _map(fd, size, name)
+        buffer = _map(fd, size, name, populate=populate)
     finally:
         os.close(fd)
     _adopt(buffer, None, ())

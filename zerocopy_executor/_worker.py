@@ -21,8 +21,10 @@ from ._watchdog import exit_with_parent
 
 __all__ = ["WorkerSetup", "initialize", "run_task"]
 
-# Mappings of recycled segments a worker keeps between tasks, so the next task with
-# the same segment pays no page faults (DESIGN.md fact 7). Bounded in bytes, and
+# Mappings a worker keeps between tasks (recycled segments, and shared arrays passed
+# by reference), so the next task with the same segment pays neither mmap nor page
+# faults (DESIGN.md fact 7). Names are never reused, so a kept mapping cannot match
+# another segment. Bounded in bytes, and
 # dropped after a short idle time so that memory the parent has released is not
 # pinned for long.
 CACHE_CAP_NBYTES = 2 << 30
@@ -68,7 +70,7 @@ def _restore_setup(parent_pid: int, policy: SharingPolicy, init: bytes, ledger_p
 
 
 class _MappingCache:
-    """Recently used mappings of recycled segments, held between tasks."""
+    """Recently used mappings, held between tasks."""
 
     def __init__(self, cap_nbytes: int, idle_seconds: float) -> None:
         self.cap_nbytes = cap_nbytes
@@ -134,8 +136,8 @@ def run_task(payload: bytes) -> Reply:
         buffer = _segments.attach(lend_name)
         lend = (buffer, decoding.root(buffer))
         del buffer
-    if decoding.lent_buffers:
-        _CACHE.keep(decoding.lent_buffers)
+    if decoding.buffers:
+        _CACHE.keep(list(decoding.buffers.values()))
     result = fn(*args, **kwargs)
     del fn, args, kwargs
     encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True, lend=lend)
