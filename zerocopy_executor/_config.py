@@ -9,7 +9,7 @@ __all__ = ["DEFAULT_MIN_NBYTES", "SharingPolicy"]
 
 # Below this size pickling through the pipe is as fast as creating, filling and
 # mapping a segment; measured by benchmarks/crossover.py (see README, "Performance").
-DEFAULT_MIN_NBYTES = 1 << 20
+DEFAULT_MIN_NBYTES = 256 << 10
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,7 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         initargs: as for ProcessPoolExecutor.
         max_tasks_per_child: as for ProcessPoolExecutor (Python 3.11 and newer).
         min_nbytes: plain arrays of at least this many bytes are shared; smaller ones
-            are pickled. Defaults to 1 MiB, the measured crossover.
+            are pickled. Defaults to 256 KiB, the measured crossover.
 
     Raises:
         ValueError: max_workers or min_nbytes is out of range, or max_tasks_per_child

@@ -8,8 +8,8 @@ from zerocopy_executor._config import DEFAULT_MIN_NBYTES, SharingPolicy
 
 
 def test_policy_default_threshold():
-    """The default threshold is the measured crossover, 1 MiB."""
-    assert SharingPolicy().min_nbytes == DEFAULT_MIN_NBYTES == 1 << 20
+    """The default threshold is the measured crossover, 256 KiB."""
+    assert SharingPolicy().min_nbytes == DEFAULT_MIN_NBYTES == 256 << 10
 
 
 def test_policy_negative_min_nbytes_names_the_value():

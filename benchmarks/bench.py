@@ -1,0 +1,350 @@
+"""Benchmark SharedArrayExecutor against ProcessPoolExecutor and hand-written shared memory.
+
+    python benchmarks/bench.py --quick          # ~1 minute: 1 and 128 MB, W1, W2, W5
+    python benchmarks/bench.py                  # 1, 16, 128 and 512 MB, W1-W5 (several minutes)
+
+For each array size, each system starts its own 2-worker pool (so that the memory
+sampled belongs to it alone), runs one warm-up call per workload, then repeats the
+call (at least 5 times and for about 2 s; at least 3 at 256 MB and more) and keeps
+the median: steady state, not the first call, which pays for fresh pages (DESIGN.md,
+fact 7). A thread samples the memory of this process and all its descendants
+throughout (see _memory.py). Speed-ups are against ProcessPoolExecutor in the same run.
+
+The Markdown report goes to stdout and to benchmarks/results/<timestamp>.md, with the
+raw numbers in a .json beside it and, if matplotlib is importable, a log-log .png.
+Progress goes to stderr. Linux only (/proc and /dev/shm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import multiprocessing
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _memory import TreeMemorySampler
+from _report import Measurement, render, write_plot
+from _systems import (
+    NCHUNKS,
+    SYSTEMS,
+    W5_TASKS,
+    Runner,
+    bounds,
+    fresh_segment_copy,
+    open_runner,
+    sample_sum,
+    unavailable,
+)
+from numpy.typing import NDArray
+
+import zerocopy_executor
+
+MB = 1 << 20
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5")
+SIZED = ("W1", "W2", "W3", "W4")
+DEFAULT_SIZES_MB = (1, 16, 128, 512)
+QUICK_SIZES_MB = (1, 128)
+QUICK_WORKLOADS = ("W1", "W2", "W5")
+CHECK_SIZE_MB = 256  # the by-reference path's "independent of size" check (W1 only)
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class RepeatPolicy:
+    """How many timed calls: at least min_calls, then until budget seconds, at most max_calls."""
+
+    min_calls: int
+    max_calls: int
+    budget: float
+
+    def for_size(self, nbytes: int) -> RepeatPolicy:
+        if nbytes >= 256 * MB and self.budget > 0:  # large calls take seconds each
+            return RepeatPolicy(min(self.min_calls, 3), min(self.max_calls, 10), self.budget)
+        return self
+
+
+def time_calls(call: Callable[[], Any], policy: RepeatPolicy) -> list[float]:
+    """Time repeated calls (the warm-up is done by the caller)."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < policy.max_calls and (
+        len(times) < policy.min_calls or time.perf_counter() - start < policy.budget
+    ):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def verify(workload: str, runner: Runner, call: Callable[[], Any]) -> float:
+    """Run the warm-up call, check its result, and return how long it took."""
+    data = runner.data
+    expected: Any = None
+    if workload == "W1":
+        expected = sample_sum(data)
+    elif workload == "W3":
+        expected = [sample_sum(data[start:stop]) for start, stop in bounds(data.size)]
+    elif workload in ("W2", "W4"):
+        expected = data[[0, -1]] + 1
+    t0 = time.perf_counter()
+    result = call()
+    elapsed = time.perf_counter() - t0
+    if workload == "W5":
+        ok = result == list(range(1, W5_TASKS + 1))
+    elif workload in ("W2", "W4"):
+        ok = result.shape == data.shape and bool(np.array_equal(result[[0, -1]], expected))
+    else:
+        ok = result == expected
+    if not ok:
+        msg = f"{workload} on {runner.label} returned a wrong result"
+        raise RuntimeError(msg)
+    return elapsed
+
+
+def measure(
+    key: tuple[str, str, int | None],
+    call: Callable[[], Any],
+    first: Callable[[], float],
+    policy: RepeatPolicy,
+    sampler: TreeMemorySampler,
+) -> Measurement:
+    """Warm up (first() makes and times the first call), then time call() per policy."""
+    workload, system, size = key
+    gc.collect()
+    sampler.reset()
+    first_time = first()
+    times = time_calls(call, policy)
+    peak = sampler.peak()
+    return Measurement(
+        workload=workload,
+        system=system,
+        nbytes=size,
+        calls=len(times),
+        median=statistics.median(times),
+        low=float(np.percentile(times, 25)),
+        high=float(np.percentile(times, 75)),
+        first=first_time,
+        pss_rise=peak.pss_rise,
+        rise=peak.rise,
+        peak_pss=peak.pss,
+        shm_rise=peak.shm_rise,
+    )
+
+
+def run_block(
+    system: str,
+    array: NDArray[Any] | None,
+    workloads: tuple[str, ...],
+    *,
+    args: argparse.Namespace,
+    sampler: TreeMemorySampler,
+    results: list[Measurement],
+) -> None:
+    """Start one system, run the workloads at one size (or W5 without an array), stop it."""
+    context = multiprocessing.get_context(args.start_method)
+    runner = open_runner(system, context, args.min_nbytes)
+    try:
+        size = None if array is None else array.nbytes
+        if array is not None:
+            runner.load(array)
+        policy = args.policy if size is None else args.policy.for_size(size)
+        for workload in workloads:
+            if not runner.supports(workload):
+                continue
+            call = getattr(runner, workload.lower())
+            where = "" if size is None else f"@{size // MB}MB"
+            _progress(f"{workload}{where} {runner.label} ...")
+            first = partial(verify, workload, runner, call)
+            m = measure((workload, system, size), call, first, policy, sampler)
+            _progress(f" {m.median * 1e3:.2f} ms (n={m.calls}, first {m.first * 1e3:.1f} ms)\n")
+            results.append(m)
+    finally:
+        runner.close()
+        del runner
+        gc.collect()
+
+
+def run(args: argparse.Namespace) -> list[Measurement]:
+    sampler = TreeMemorySampler(interval=args.sample_interval)
+    results: list[Measurement] = []
+    sized = tuple(w for w in args.workloads if w in SIZED)
+    try:
+        for size_mb in args.sizes:
+            array = np.arange(size_mb * MB // 8, dtype=np.float64)
+            if "sae-copied" in args.systems and "W1" in sized:
+                # The floor for a copied argument: one copy into a fresh segment.
+                _progress(f"copy into a fresh segment @{size_mb}MB ...")
+                copy = partial(fresh_segment_copy, array)
+                policy = args.policy.for_size(array.nbytes)
+                m = measure(
+                    ("copy", "fresh-segment", array.nbytes), copy, partial(_timed, copy), policy, sampler
+                )
+                _progress(f" {m.median * 1e3:.2f} ms\n")
+                results.append(m)
+            for system in args.systems:
+                run_block(system, array, sized, args=args, sampler=sampler, results=results)
+            del array
+        if "W1" in sized and CHECK_SIZE_MB not in args.sizes:
+            array = np.arange(CHECK_SIZE_MB * MB // 8, dtype=np.float64)
+            for system in ("sae-shared", "ideal-prefilled"):
+                if system in args.systems:
+                    run_block(system, array, ("W1",), args=args, sampler=sampler, results=results)
+            del array
+        if "W5" in args.workloads:
+            for system in args.systems:
+                run_block(system, None, ("W5",), args=args, sampler=sampler, results=results)
+    finally:
+        sampler.close()
+    return results
+
+
+def _timed(call: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    call()
+    return time.perf_counter() - t0
+
+
+def _progress(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def _csv(
+    kind: Callable[[str], Any], choices: tuple[Any, ...] | None = None
+) -> Callable[[str], tuple[Any, ...]]:
+    def parse(text: str) -> tuple[Any, ...]:
+        values = tuple(kind(item.strip()) for item in text.split(",") if item.strip())
+        bad = [v for v in values if choices is not None and v not in choices]
+        if bad or not values:
+            msg = f"expected a comma-separated list of {', '.join(map(str, choices or ()))}, got {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+        return values
+
+    return parse
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument(
+        "--quick", action="store_true", help="1 and 128 MB, W1, W2 and W5, few repeats (< 60 s)"
+    )
+    parser.add_argument("--sizes", type=_csv(int), help="array sizes in MB (2**20 bytes), e.g. 1,16,128,512")
+    parser.add_argument("--workloads", type=_csv(str.upper, WORKLOADS), help="e.g. W1,W2,W5")
+    parser.add_argument("--systems", type=_csv(str, SYSTEMS), help=f"from {','.join(SYSTEMS)}")
+    parser.add_argument("--repeats", type=int, help="exactly this many timed calls per measurement")
+    parser.add_argument(
+        "--start-method", default="forkserver", choices=multiprocessing.get_all_start_methods()
+    )
+    parser.add_argument(
+        "--min-nbytes",
+        type=int,
+        default=1 << 20,
+        help="SharedArrayExecutor's min_nbytes (and joblib's max_nbytes)",
+    )
+    parser.add_argument("--sample-interval", type=float, default=0.02, help="memory sampling period, seconds")
+    parser.add_argument(
+        "--no-save", action="store_true", help="print only; write nothing to benchmarks/results"
+    )
+    args = parser.parse_args(argv)
+    args.sizes = args.sizes or (QUICK_SIZES_MB if args.quick else DEFAULT_SIZES_MB)
+    args.workloads = args.workloads or (QUICK_WORKLOADS if args.quick else WORKLOADS)
+    if args.repeats is not None:
+        args.policy = RepeatPolicy(args.repeats, args.repeats, 0.0)
+    elif args.quick:
+        args.policy = RepeatPolicy(3, 20, 0.5)
+    else:
+        args.policy = RepeatPolicy(5, 100, 2.0)
+    args.skipped = {}
+    systems = []
+    for system in args.systems or SYSTEMS:
+        reason = unavailable(system)
+        if reason is None:
+            systems.append(system)
+        else:
+            args.skipped[system] = reason
+    args.systems = tuple(systems)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.time()
+    load_before = _loadavg()
+    results = run(args)
+    meta = {
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+        "duration": time.time() - started,
+        "load_before": load_before,
+        "load_after": _loadavg(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "zerocopy_executor": zerocopy_executor.__version__,
+        "commit": _commit(),
+        "start_method": args.start_method,
+        "min_nbytes": args.min_nbytes,
+        "cpus": multiprocessing.cpu_count(),
+        "chunks": NCHUNKS,
+        "w5_tasks": W5_TASKS,
+        "policy": asdict(args.policy),
+        "skipped": args.skipped,
+        "argv": sys.argv[1:] if argv is None else argv,
+    }
+    stem = RESULTS / time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
+    if not args.no_save:  # the raw numbers first: they survive a failure below
+        RESULTS.mkdir(exist_ok=True)
+        raw = {"meta": meta, "results": [asdict(m) for m in results]}
+        stem.with_suffix(".json").write_text(json.dumps(raw, indent=1))
+    report = render(results, meta)
+    sys.stdout.write(report)
+    if not args.no_save:
+        stem.with_suffix(".md").write_text(report)
+        png = write_plot(results, stem.with_suffix(".png"))
+        _progress(f"wrote {stem}.json, .md{', .png' if png else ''}\n")
+    return 0
+
+
+def _loadavg() -> list[float]:
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(x) for x in f.read().split()[:3]]
+    except OSError:
+        return []
+
+
+def _commit() -> str:
+    import shutil
+    import subprocess
+
+    git = shutil.which("git")
+    if git is None:
+        return "unknown"
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            [git, "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [git, "-C", str(root), "status", "--porcelain", "--", "zerocopy_executor"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{head}{' + uncommitted changes' if dirty else ''}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
