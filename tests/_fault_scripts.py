@@ -365,7 +365,8 @@ def scenario_parent_killed(start_method: str, kind: str) -> int:
 def _consume_map(ex: Any, big: np.ndarray, seen: Seen) -> int:
     """Iterate a map over large arrays, reading nothing; its futures die with this frame."""
     got = 0
-    for _ in ex.map(task_slow_double, [big] * 30, [0.1] * 30):
+    # Long enough that the interrupt always lands mid-map, even on a loaded machine.
+    for _ in ex.map(task_slow_double, [big] * 200, [0.1] * 200):
         got += 1
         if got == 1:
             seen.look()

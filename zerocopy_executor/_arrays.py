@@ -45,10 +45,8 @@ def process_allocator(nbytes: int) -> tuple[_segments.SegmentBuffer, None]:
     Returns the segment and no lease: it is not recycled.
     """
     forget = _TRACKER.forget
-    buffer = _segments.create(nbytes, hooks=() if forget is None else (forget,))
-    if _TRACKER.track is not None:
-        _TRACKER.track(buffer.name)
-    return buffer, None
+    hooks = () if forget is None else (forget,)
+    return _segments.create(nbytes, hooks=hooks, announce=_TRACKER.track), None
 
 
 def _normalize_shape(shape: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:

@@ -215,7 +215,12 @@ _DECODING = threading.local()
 def _rebuild(ref: _arrayref.ArrayRef) -> NDArray[Any]:
     session: DecodeSession | None = getattr(_DECODING, "session", None)
     base_for = None if session is None else partial(_base_for, session, ref)
-    array, buffer = _arrayref.rebuild(ref, base_for)
+    try:
+        array, buffer = _arrayref.rebuild(ref, base_for)
+    except SegmentError:
+        if ref.handover:  # it was handed to us: its registration is ours to end
+            _segments.unlink(ref.name, unregister_if_gone=True)
+        raise
     if ref.handover:
         _segments.take_ownership(buffer)
         if session is not None and session.on_handover is not None:

@@ -35,7 +35,6 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from functools import partial
 from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
@@ -83,6 +82,25 @@ class SharedFuture(Future[T]):
         if inner is not None and not self.done() and inner.running():
             return f"<{type(self).__name__} at {id(self):#x} state=running>"
         return super().__repr__()
+
+
+class _Settler:
+    """A task's done-callback that forgets its task once it has run.
+
+    Futures keep their callbacks forever (fact 12), and after ``shutdown(cancel_futures=
+    True)`` the executor keeps its work items too (CPython rebinds only the manager
+    thread's dict): a callback holding the user's future would pin its result.
+    """
+
+    __slots__ = ("_task",)
+
+    def __init__(self, outer: SharedFuture[Any], envelope: TaskEnvelope, state: SharingState) -> None:
+        self._task: tuple[SharedFuture[Any], TaskEnvelope, SharingState] | None = (outer, envelope, state)
+
+    def __call__(self, inner: Future[Any]) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            _settle(*task, inner)
 
 
 def _settle(
@@ -211,13 +229,15 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         envelope = TaskEnvelope(state, (fn, args, kwargs))
         outer: SharedFuture[T] = SharedFuture()
         state.task_started()  # before the task exists, so close() cannot miss it
+        settles_itself = False
         try:
             inner = super().submit(run_task, envelope)  # type: ignore[arg-type]  # pickles to bytes
-        except BaseException:
-            state.task_settled()
-            raise
-        outer._inner = inner
-        inner.add_done_callback(partial(_settle, outer, envelope, state))
+            outer._inner = inner
+            inner.add_done_callback(_Settler(outer, envelope, state))
+            settles_itself = True
+        finally:
+            if not settles_itself:  # an error, or Ctrl-C, before the callback was in place
+                state.task_settled()
         return outer
 
     def map(

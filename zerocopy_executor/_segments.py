@@ -26,6 +26,7 @@ from __future__ import annotations
 import _posixshmem  # the primitive under multiprocessing.shared_memory on POSIX
 import bisect
 import ctypes
+import errno
 import mmap
 import os
 import re
@@ -184,24 +185,33 @@ def _shm_free_bytes() -> int | None:
         return None
 
 
-def create(nbytes: int, *, hooks: tuple[Callable[[str], None], ...] = ()) -> SegmentBuffer:
+def create(
+    nbytes: int,
+    *,
+    hooks: tuple[Callable[[str], None], ...] = (),
+    announce: Callable[[str], None] | None = None,
+) -> SegmentBuffer:
     """Create, reserve and map a new segment owned by this process.
 
     Args:
         nbytes: size in bytes, at least 1.
         hooks: called with the name after this process unlinks the segment.
+        announce: called with the name *before* the segment exists, so that a record
+            of it survives this process being killed while it creates it.
 
     Raises:
         SegmentError: the segment could not be created or its pages reserved (for
-            example /dev/shm is full); nothing is left behind.
+            example /dev/shm is full, or no file descriptor is left); nothing is
+            left behind.
     """
     name = new_name()
+    if announce is not None:
+        announce(name)
     path = "/" + name
     try:
         fd = _posixshmem.shm_open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
     except OSError as exc:
-        msg = f"cannot create a shared-memory segment of {nbytes} bytes: {exc}"
-        raise SegmentError(msg) from exc
+        raise SegmentError(_failure(f"cannot create a segment of {nbytes} bytes", exc)) from exc
     resource_tracker.register(path, _RTYPE)
     try:
         os.ftruncate(fd, nbytes)
@@ -209,13 +219,7 @@ def create(nbytes: int, *, hooks: tuple[Callable[[str], None], ...] = ()) -> Seg
         buffer = _map(fd, nbytes, name, populate=True)
     except OSError as exc:
         unlink(name)
-        free = _shm_free_bytes()
-        where = f"{_SHM_DIR} has {free} bytes free" if free is not None else "shared memory is full"
-        msg = (
-            f"cannot reserve {nbytes} bytes of shared memory ({where}): {exc}; "
-            "enlarge /dev/shm (for Docker: --shm-size) or share smaller arrays"
-        )
-        raise SegmentError(msg) from exc
+        raise SegmentError(_failure(f"cannot reserve {nbytes} bytes of shared memory", exc)) from exc
     except BaseException:
         unlink(name)
         raise
@@ -223,6 +227,23 @@ def create(nbytes: int, *, hooks: tuple[Callable[[str], None], ...] = ()) -> Seg
         os.close(fd)
     _adopt(buffer, os.getpid(), hooks)
     return buffer
+
+
+def _failure(what: str, exc: OSError) -> str:
+    """Say what failed, why, and what to do about it."""
+    if exc.errno == errno.EMFILE:
+        # Before Python 3.13 every mapping keeps a duplicate of its descriptor.
+        remedy = (
+            "each live shared array holds a file descriptor before Python 3.13: raise "
+            "the limit (ulimit -n) or keep fewer shared arrays alive"
+        )
+    elif exc.errno in (errno.ENOSPC, errno.ENOMEM):
+        free = _shm_free_bytes()
+        room = f"{_SHM_DIR} has {free} bytes free" if free is not None else "shared memory is full"
+        remedy = f"{room}; enlarge /dev/shm (for Docker: --shm-size) or share smaller arrays"
+    else:
+        remedy = "check that /dev/shm is a writable tmpfs"
+    return f"{what}: {exc}; {remedy}"
 
 
 def attach(name: str, *, populate: bool = False) -> SegmentBuffer:
@@ -244,7 +265,9 @@ def attach(name: str, *, populate: bool = False) -> SegmentBuffer:
         raise SegmentError(msg)
     try:
         fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
-    except FileNotFoundError as exc:
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise SegmentError(_failure(f"cannot open segment {name!r}", exc)) from exc
         msg = (
             f"segment {name!r} was unlinked before this process attached it; keep the "
             "array (and the executor) alive until the futures that use it finish"
@@ -256,6 +279,8 @@ def attach(name: str, *, populate: bool = False) -> SegmentBuffer:
             msg = f"segment {name!r} is empty; it was truncated or replaced behind our back"
             raise SegmentError(msg)
         buffer = _map(fd, size, name, populate=populate)
+    except OSError as exc:
+        raise SegmentError(_failure(f"cannot map segment {name!r}", exc)) from exc
     finally:
         os.close(fd)
     _adopt(buffer, None, ())
@@ -275,21 +300,27 @@ def _release(ownership: _Ownership) -> None:
     # owning process may unlink.
     if ownership.owner_pid != os.getpid():
         return
-    unlink(ownership.name)
+    # The owner holds the registration: if someone unlinked the name behind our back
+    # (an administrator, systemd's RemoveIPC), we still unregister it, once.
+    unlink(ownership.name, unregister_if_gone=True)
     for hook in ownership.hooks:
         hook(ownership.name)
 
 
-def unlink(name: str) -> bool:
+def unlink(name: str, *, unregister_if_gone: bool = False) -> bool:
     """Remove a segment's name; return False if it was already gone.
 
     The caller whose unlink succeeds is the one that unregisters it from the resource
-    tracker, so the tracker sees exactly one unregister for its one register.
+    tracker, so the tracker sees exactly one unregister for its one register. An owner
+    passes ``unregister_if_gone``: nobody else unregisters a segment its owner still
+    holds (the ledger forgets those before it releases anything).
     """
     path = "/" + name
     try:
         _posixshmem.shm_unlink(path)
     except FileNotFoundError:
+        if unregister_if_gone:
+            resource_tracker.unregister(path, _RTYPE)
         return False
     resource_tracker.unregister(path, _RTYPE)
     return True

@@ -54,10 +54,9 @@ class SharingState:
         """Lease a warm pooled segment, or create one (owned here, recorded in the ledger)."""
         buffer = self.pool.take(nbytes)
         if buffer is None:
-            buffer = _segments.create(nbytes, hooks=(self.forget,))
+            announce = None if self.ledger is None else self.ledger.track
+            buffer = _segments.create(nbytes, hooks=(self.forget,), announce=announce)
             self.live.add(buffer.name)
-            if self.ledger is not None:
-                self.ledger.track(buffer.name)
         return buffer, _pool.lease(buffer, self.pool)
 
     def lend(self) -> tuple[_segments.SegmentBuffer, Any] | None:
@@ -93,7 +92,7 @@ class SharingState:
     def close(self) -> None:
         """Release every segment still recorded, except results the user still holds."""
         with self.lock:
-            while self.pending:
+            while self.pending > 0:
                 self.idle.wait()
             self.closed = True
             manager, ledger, self.manager, self.ledger = self.manager, self.ledger, None, None
