@@ -292,8 +292,28 @@ class _ResultPickler(ForkingPickler):
         return NotImplemented
 
 
-def encode_call(call: tuple[Any, ...], session: EncodeSession) -> bytes:
-    """Pickle a (fn, args, kwargs) call, sharing its large arrays."""
+# map() submits the same partial(_process_chunk, fn) with every chunk; pickling it
+# (with a __main__ function's by-value fallback) each time cost ~10 us per tiny task.
+# Its bytes are kept for as long as that partial lives, unless they hold arrays.
+_CALLABLES: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+
+
+def encode_callable(fn: Any, session: EncodeSession) -> tuple[bytes, bool]:
+    """Pickle a task's callable; return its bytes and whether a worker may cache them."""
+    if type(fn) is partial:
+        cached = _CALLABLES.get(fn)
+        if cached is not None:
+            return cached, True
+    before = len(session.pinned), dict(session.tally)
+    data = encode_call(fn, session)
+    cacheable = (len(session.pinned), session.tally) == before  # no array inside
+    if cacheable and type(fn) is partial:
+        _CALLABLES[fn] = data
+    return data, cacheable
+
+
+def encode_call(call: Any, session: EncodeSession) -> bytes:
+    """Pickle a call (or any object), sharing its large arrays."""
     buffer = io.BytesIO()
     _ArgumentPickler(buffer, session).dump(call)
     return buffer.getvalue()

@@ -131,7 +131,9 @@ class TaskEnvelope:
             session = _codec.EncodeSession(state.policy, state.allocate, handover=False)
             lend = state.lend()
             lend_name = None if lend is None else lend[0].name
-            payload = _codec.encode_call((*self._call, lend_name), session)
+            fn, args, kwargs = self._call
+            function = _codec.encode_callable(fn, session)
+            payload = _codec.encode_call((function, args, kwargs, lend_name), session)
             # The worker attaches by name: keep our mappings (and so the names) until
             # the task is over; the caller's arrays themselves are no longer needed.
             self._pinned, self._buffers, self._call = session.pinned, session.buffers, None

@@ -121,6 +121,21 @@ def initialize(setup: WorkerSetup) -> None:
 
 Reply = tuple[bytes, "dict[str, int] | None", list[str], int]
 
+# Callables this worker decoded, by their bytes: map() sends the same one per chunk.
+_CALLABLES: OrderedDict[bytes, Any] = OrderedDict()
+_CALLABLES_MAX = 32
+
+
+def _callable(data: bytes, cacheable: bool, decoding: _codec.TaskDecodeSession) -> Any:
+    if not cacheable:  # it holds arrays: decode it with the task's own segments
+        return _codec.decode(data, decoding)
+    fn = _CALLABLES.get(data)
+    if fn is None:
+        fn = _CALLABLES[data] = _codec.decode(data, decoding)
+        if len(_CALLABLES) > _CALLABLES_MAX:
+            _CALLABLES.popitem(last=False)
+    return fn
+
 
 def run_task(payload: bytes) -> Reply:
     """Decode a call, run it, and encode its result (large arrays go back by reference).
@@ -130,7 +145,8 @@ def run_task(payload: bytes) -> Reply:
     reuse those), and the size of the largest result array that had to be copied.
     """
     decoding = _codec.TaskDecodeSession()
-    fn, args, kwargs, lend_name = _codec.decode(payload, decoding)
+    (function, cacheable), args, kwargs, lend_name = _codec.decode(payload, decoding)
+    fn = _callable(function, cacheable, decoding)
     lend = None
     if lend_name is not None:
         buffer = _segments.attach(lend_name)
