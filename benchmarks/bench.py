@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import multiprocessing
 import statistics
@@ -247,8 +248,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--min-nbytes",
         type=int,
-        default=1 << 20,
-        help="SharedArrayExecutor's min_nbytes (and joblib's max_nbytes)",
+        default=inspect.signature(zerocopy_executor.SharedArrayExecutor).parameters["min_nbytes"].default,
+        help="SharedArrayExecutor's min_nbytes (and joblib's max_nbytes); default: the library's",
     )
     parser.add_argument("--sample-interval", type=float, default=0.02, help="memory sampling period, seconds")
     parser.add_argument(
