@@ -33,6 +33,14 @@ from typing import Any
 import numpy as np
 
 import zerocopy_executor as zc
+from zerocopy_executor import _segments
+
+
+def collect() -> None:
+    """Collect garbage and do the unlinks it makes due (a background reaper does them)."""
+    gc.collect()
+    _segments.drain_releases()
+
 
 SHM_DIR = "/dev/shm"
 SEGMENT_PATTERN = re.compile(r"zc_([0-9]+)_[0-9a-f]{12}")
@@ -325,9 +333,9 @@ def scenario_worker_killed(start_method: str, how: str) -> int:
     }
     seen.look()
     del before, doomed, after
-    gc.collect()
+    collect()
     ex.shutdown()
-    gc.collect()
+    collect()
     left = segments_of(seen.pids)
     emit(
         "REPORT",
@@ -395,7 +403,7 @@ def scenario_keyboard_interrupt(start_method: str, how: str) -> int:
         ex.shutdown(cancel_futures=True)
     else:
         ex.shutdown()
-    gc.collect()
+    collect()
     left = segments_of(seen.pids)
     emit(
         "REPORT",
@@ -433,7 +441,7 @@ def scenario_interrupt_during_submit(start_method: str, rounds: str) -> int:
         seen.look()
         ex.shutdown(cancel_futures=True)  # must return, wherever the interrupt landed
         del ex
-        gc.collect()
+        collect()
     left = segments_of(seen.pids)
     emit("REPORT", interrupted=interrupted, left_after_shutdown=left, procs=seen.listing())
     return 0
@@ -463,7 +471,7 @@ def scenario_small_shm(start_method: str) -> int:
         empty_error = None
     except zc.SegmentError as exc:
         empty_error = str(exc)
-    gc.collect()
+    collect()
     emit(
         "REPORT",
         correct=correct,
@@ -516,8 +524,8 @@ def scenario_segment_unlinked(start_method: str) -> int:
         outcomes += [outcome(later[0]), outcome(later[1], np.full(MiB, 3.0))]
         seen.look()
         del victim, busy, queued, later
-        gc.collect()
-    gc.collect()
+        collect()
+    collect()
     emit("REPORT", error=error, outcomes=outcomes, left=segments_of(seen.pids), procs=seen.listing())
     return 0
 
@@ -545,8 +553,8 @@ def scenario_result_rebuild_fails(start_method: str, how: str) -> int:
         outcomes.append(outcome(ex.submit(task_shared_result, MiB, 4.0), np.full(MiB, 4.0)))
         seen.look()
         del keeper, ok_before, ok_after, bad
-        gc.collect()
-    gc.collect()
+        collect()
+    collect()
     emit("REPORT", error=error, outcomes=outcomes, left=segments_of(seen.pids), procs=seen.listing())
     return 0
 
@@ -572,7 +580,7 @@ def scenario_forged_argument(start_method: str) -> int:
         fine = outcome(ex.submit(task_total, real))
         seen.look()
         del real
-        gc.collect()
+        collect()
     emit("REPORT", errors=errors, fine=fine, left=segments_of(seen.pids), procs=seen.listing())
     return 0
 
@@ -590,7 +598,7 @@ def scenario_segment_security(start_method: str) -> int:
         modes.update(worker_modes)
         seen.look()
         del made, shared, result
-        gc.collect()
+        collect()
     emit("REPORT", modes=modes, left=segments_of(seen.pids), procs=seen.listing())
     return 0
 
@@ -605,7 +613,7 @@ def _live_now_and_when_idle(ex: Any) -> tuple[int, int, float]:
     idle_live = live
     while idle_live and time.monotonic() - t0 < IDLE_WAIT_SECONDS:
         time.sleep(0.1)
-        gc.collect()
+        collect()
         idle_live = ex.stats().live_segments
     return live, idle_live, time.monotonic() - t0
 
@@ -639,7 +647,7 @@ def scenario_load_threads(start_method: str, n_tasks: str) -> int:
     n_threads = 8
     per_thread = int(n_tasks) // n_threads
     arrays = [np.full(MiB // 8, float(i)) for i in range(n_threads)]  # 1 MiB each
-    gc.collect()
+    collect()
     fds_before_executor = fd_count()
     ex = zc.SharedArrayExecutor(2, mp_context=context(start_method), min_nbytes=4096)
     for f in [ex.submit(task_fd_report, arrays[0]) for _ in range(8)]:  # warm up both workers
@@ -651,7 +659,7 @@ def scenario_load_threads(start_method: str, n_tasks: str) -> int:
     # keep one before 3.13) but must not grow with the number of tasks.
     call = lambda t, _i: (task_fd_report, arrays[t])  # noqa: E731
     results = _submit_from_threads(ex, n_threads, per_thread // 4, call)
-    gc.collect()
+    collect()
     fds_quarter, live_quarter = fd_count(), ex.stats().live_segments
     more = _submit_from_threads(ex, n_threads, per_thread - per_thread // 4, call)
     results = [a + b for a, b in zip(results, more, strict=True)]
@@ -665,18 +673,18 @@ def scenario_load_threads(start_method: str, n_tasks: str) -> int:
         for pid, fds, _ in thread:
             worker_fds.setdefault(pid, []).append(fds)
     del results
-    gc.collect()
+    collect()
     fds_after = fd_count()
     live, idle_live, idle_seconds = _live_now_and_when_idle(ex)
     fds_idle = fd_count()
     helpers_after = {pid: fd_count(pid) for pid in helpers if os.path.exists(f"/proc/{pid}")}
     seen.look()
     ex.shutdown()
-    gc.collect()
+    collect()
     fds_after_shutdown = fd_count()
     copied = ex.stats().arrays_copied
     del ex
-    gc.collect()
+    collect()
     emit(
         "REPORT",
         wrong=wrong,
@@ -717,7 +725,7 @@ def scenario_load_max_tasks_per_child(start_method: str, n_tasks: str) -> int:
     per_thread = int(n_tasks) // n_threads
     shared = zc.zeros(n_threads * per_thread * 1024)
     views = shared.reshape(n_threads * per_thread, 1024)
-    gc.collect()
+    collect()
     fds_before_executor = fd_count()
     ex = zc.SharedArrayExecutor(2, mp_context=context(start_method), max_tasks_per_child=1)
 
@@ -730,12 +738,12 @@ def scenario_load_max_tasks_per_child(start_method: str, n_tasks: str) -> int:
     results = _submit_from_threads(ex, n_threads, per_thread, call)
     wrong = _check_rows(results, views, per_thread, seen)
     del results
-    gc.collect()
+    collect()
     live, idle_live, idle_seconds = _live_now_and_when_idle(ex)
     seen.look()
     ex.shutdown()
     del ex
-    gc.collect()
+    collect()
     fds_after = fd_count()
     emit(
         "REPORT",
@@ -773,8 +781,8 @@ def scenario_many_live_results(start_method: str, n_results: str) -> int:
         count = len(held)
         seen.look()
         del held
-        gc.collect()
-    gc.collect()
+        collect()
+    collect()
     emit(
         "REPORT",
         error=error,

@@ -39,7 +39,7 @@ from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-from . import _codec, _mapping
+from . import _codec, _mapping, _segments
 from ._config import DEFAULT_MIN_NBYTES, SharingPolicy
 from ._state import SharingState, TaskEnvelope
 from ._stats import ExecutorStats
@@ -309,4 +309,5 @@ class SharedArrayExecutor(ProcessPoolExecutor):
 
     def stats(self) -> ExecutorStats:
         """Return a snapshot of the arrays sent so far, in both directions, by path."""
+        _segments.drain_releases()  # count segments already collected as released
         return self._sharing.stats.snapshot(live_segments=len(self._sharing.live))

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _segments
+from . import _reaper, _segments
 
 __all__ = ["IDLE_SECONDS", "SegmentPool", "current_lease", "lease", "never_recycle"]
 
@@ -121,7 +121,7 @@ def lease(buffer: _segments.SegmentBuffer, pool: SegmentPool) -> NDArray[Any]:
     root: NDArray[Any] = np.frombuffer(buffer, dtype=np.uint8)
     buffer.lease = weakref.ref(root)
     buffer.recyclable = True
-    weakref.finalize(root, _return, weakref.ref(pool), buffer)
+    _reaper.on_death(root, _return, weakref.ref(pool), buffer)
     return root
 
 

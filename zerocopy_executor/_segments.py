@@ -24,6 +24,7 @@ The rules that keep /dev/shm clean (DESIGN.md facts 1, 3, 4 and 8):
 from __future__ import annotations
 
 import _posixshmem  # the primitive under multiprocessing.shared_memory on POSIX
+import atexit
 import bisect
 import ctypes
 import errno
@@ -39,6 +40,7 @@ from collections.abc import Callable
 from multiprocessing import resource_tracker
 from typing import Any
 
+from . import _reaper
 from ._errors import SegmentError
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "attach",
     "create",
     "disown",
+    "drain_releases",
     "find",
     "is_owned",
     "on_release",
@@ -89,22 +92,26 @@ class _MappingTable:
     """This process's live mappings, by name and by address (weakly held)."""
 
     def __init__(self) -> None:
-        # Reentrant: a finalizer may run (garbage collection) while the lock is held.
-        self.lock = threading.RLock()
+        self.lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._reinit_after_fork)
         self.by_name: dict[str, weakref.ref[SegmentBuffer]] = {}
         self.starts: list[int] = []
         self.entries: list[tuple[int, int, weakref.ref[SegmentBuffer]]] = []
 
-    def add(self, buffer: SegmentBuffer) -> None:
-        ref = weakref.ref(buffer, self._drop)
+    def _reinit_after_fork(self) -> None:
+        self.lock = threading.Lock()  # a lock held by a parent thread at fork stays held
+
+    def add(self, buffer: SegmentBuffer) -> weakref.ref[SegmentBuffer]:
+        ref = weakref.ref(buffer)  # dropped by the reaper when the mapping dies
         start, end = buffer.address, buffer.address + len(buffer)
         with self.lock:
             self.by_name[buffer.name] = ref
             index = bisect.bisect_left(self.starts, start)
             self.starts.insert(index, start)
             self.entries.insert(index, (start, end, ref))
+        return ref
 
-    def _drop(self, ref: weakref.ref[SegmentBuffer]) -> None:
+    def drop(self, ref: weakref.ref[SegmentBuffer]) -> None:
         with self.lock:
             for index, entry in enumerate(self.entries):
                 if entry[2] is ref:
@@ -291,8 +298,26 @@ def _adopt(buffer: SegmentBuffer, owner_pid: int | None, hooks: tuple[Callable[[
     ownership = _Ownership(buffer.name, owner_pid)
     ownership.hooks.extend(hooks)
     buffer.ownership = ownership
-    _TABLE.add(buffer)
-    weakref.finalize(buffer, _release, ownership)
+    ref = _TABLE.add(buffer)
+    _reaper.on_death(buffer, _mapping_died, ref, ownership)
+
+
+def _mapping_died(ref: weakref.ref[SegmentBuffer], ownership: _Ownership) -> None:
+    _TABLE.drop(ref)
+    _release(ownership)
+
+
+def drain_releases() -> None:
+    """Do now, in this thread, the unlinks of mappings already collected."""
+    _reaper.drain()
+
+
+def _unlink_owned_at_exit() -> None:
+    """At interpreter exit, unlink the segments this process still owns and maps."""
+    _reaper.drain()
+    for action, args in _reaper.pending():
+        if action is _mapping_died:
+            _release(args[1])
 
 
 def _release(ownership: _Ownership) -> None:
@@ -355,3 +380,7 @@ def on_release(buffer: SegmentBuffer, hook: Callable[[str], None]) -> None:
 def owned_live_names() -> list[str]:
     """Names of segments this process owns and still has mapped."""
     return _TABLE.owned_names(os.getpid())
+
+
+# Registered after the reaper's own drain, so this runs first at exit (atexit is LIFO).
+atexit.register(_unlink_owned_at_exit)

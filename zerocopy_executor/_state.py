@@ -97,6 +97,9 @@ class SharingState:
             self.closed = True
             manager, ledger, self.manager, self.ledger = self.manager, self.ledger, None, None
         self.pool.close()
+        # Unlink what is already dead before the ledger releases anything: a segment is
+        # unregistered by its owner or by the ledger, never both.
+        _segments.drain_releases()
         if manager is None or ledger is None:
             return
         # Results outlive the executor (DESIGN.md): their names stay linked until the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import time
 
 import numpy as np
 import pytest
@@ -13,6 +14,15 @@ from tests.conftest import our_segments
 
 TIMEOUT = 60
 N = 1 << 18  # float64: 2 MiB
+
+
+def eventually(condition, timeout=5.0):
+    """Wait for condition(): segments are unlinked by a background reaper, not at once."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        gc.collect()
+        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -53,9 +63,8 @@ def test_failed_task_segments_are_unlinked_not_recycled(executor):
     before = our_segments()
     with pytest.raises(RuntimeError, match="failed on an array"):
         executor.submit(_tasks.fail_with_array, np.ones(N)).result(TIMEOUT)
-    gc.collect()
-    assert not (our_segments() - before)  # nothing new survived the failure
-    assert our_segments() < before  # the reused warm segment was dropped
+    eventually(lambda: our_segments() < before)  # the reused warm segment was dropped
+    assert not (our_segments() - before)  # and nothing new survived the failure
 
 
 def test_recycled_arguments_carry_new_values(executor):
@@ -71,8 +80,7 @@ def test_segments_released_at_shutdown(mp_context):
         kept = ex.submit(_tasks.plus_one, np.ones(N)).result(TIMEOUT)
         for _ in range(3):
             ex.submit(_tasks.total, np.ones(N)).result(TIMEOUT)
-    assert len(our_segments() - before) == 1  # the one behind `kept`
+    eventually(lambda: len(our_segments() - before) == 1)  # the one behind `kept`
     assert (kept == 2).all()
     del kept
-    gc.collect()
-    assert our_segments() == before
+    eventually(lambda: our_segments() == before)

@@ -6,6 +6,8 @@ import gc
 import os
 import re
 import stat
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -44,9 +46,11 @@ def test_segment_unlinked_when_last_view_dies():
     view = a[::2]
     del a, buffer
     gc.collect()
+    _segments.drain_releases()
     assert os.path.exists(shm_path(name))
     del view
     gc.collect()
+    _segments.drain_releases()
     assert not os.path.exists(shm_path(name))
 
 
@@ -119,3 +123,19 @@ def test_allocators_reject_bad_order_and_shape():
         zc.empty(3, order="K")
     with pytest.raises(ValueError, match="negative dimensions"):
         zc.empty((-1, 2))
+
+
+def test_releases_never_run_in_the_dropping_thread():
+    """Dropping the last view runs no clean-up in this thread (a Ctrl-C there would be lost)."""
+    from zerocopy_executor import _reaper
+
+    ran_in = []
+    a = zc.empty(1000)
+    buffer, _ = _arrayref.locate(a)
+    _reaper.on_death(a, lambda: ran_in.append(threading.current_thread().name))
+    del a, buffer
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while not ran_in and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ran_in == ["zerocopy-reaper"]

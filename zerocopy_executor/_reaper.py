@@ -1,0 +1,99 @@
+"""Run clean-up when an object dies, in a background thread, never in the thread that dropped it.
+
+A ``weakref.finalize`` callback runs Python code in whatever thread drops the last
+reference, often the main thread: a Ctrl-C landing inside it is "ignored" (the user's
+KeyboardInterrupt is lost) and the clean-up stops half-way (a segment unlinked but
+still registered with the resource tracker). Here the weak reference's callback is
+``SimpleQueue.put``, which is C and cannot be interrupted, and a daemon thread (which
+never receives KeyboardInterrupt) runs the clean-up. ``drain()`` runs what is queued in
+the calling thread, for callers that need it done now (the executor before releasing its
+ledger, ``stats()``), and at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import sys
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["drain", "on_death", "pending"]
+
+_DEAD: queue.SimpleQueue[weakref.ref[Any]] = queue.SimpleQueue()
+# id(ref) -> (ref, action, args): keeps each weak reference (and so its callback) alive.
+_ACTIONS: dict[int, tuple[weakref.ref[Any], Callable[..., object], tuple[Any, ...]]] = {}
+_STARTED_IN_PID = [0]
+_START_LOCK = threading.Lock()
+# Held while an action runs, so drain() can wait for one the reaper is running.
+_BUSY = threading.RLock()
+
+
+def on_death(obj: object, action: Callable[..., object], *args: Any) -> None:
+    """Run ``action(*args)`` in the background once obj is garbage-collected."""
+    _ensure_thread()
+    ref = weakref.ref(obj, _DEAD.put)
+    _ACTIONS[id(ref)] = (ref, action, args)
+
+
+def pending() -> list[tuple[Callable[..., object], tuple[Any, ...]]]:
+    """Actions registered for objects that are still alive (used at exit)."""
+    return [(action, args) for ref, action, args in list(_ACTIONS.values()) if ref() is not None]
+
+
+def drain() -> None:
+    """Run, in this thread, every clean-up already due; wait for one under way."""
+    with _BUSY:
+        while due := [key for key, (ref, _, _) in list(_ACTIONS.items()) if ref() is None]:
+            for key in due:  # an action may let more objects die: scan again
+                _run_entry(key)
+    # Their references stay queued; the reaper finds those actions done and skips them.
+
+
+def _run_entry(key: int) -> None:
+    entry = _ACTIONS.pop(key, None)  # each action runs once, whoever gets there first
+    if entry is None:
+        return
+    _, action, args = entry
+    try:
+        action(*args)
+    except Exception as exc:  # report it as a finalizer would, and keep reaping
+        sys.unraisablehook(_Unraisable(exc, action))  # type: ignore[arg-type]
+
+
+def _reap() -> None:
+    while True:
+        ref = _DEAD.get()
+        with _BUSY:
+            _run_entry(id(ref))
+
+
+class _Unraisable:
+    """The argument sys.unraisablehook expects (its type is not public)."""
+
+    def __init__(self, exc: BaseException, action: object) -> None:
+        self.exc_type, self.exc_value, self.exc_traceback = type(exc), exc, exc.__traceback__
+        self.err_msg, self.object = "Exception ignored in zerocopy_executor clean-up", action
+
+
+def _reinit_after_fork() -> None:
+    # A lock held by a parent thread at fork time stays held forever in the child.
+    global _BUSY, _START_LOCK
+    _BUSY, _START_LOCK = threading.RLock(), threading.Lock()
+
+
+def _ensure_thread() -> None:
+    # One reaper per process: threads do not survive fork, so a forked child starts its own.
+    if _STARTED_IN_PID[0] == os.getpid():
+        return
+    with _START_LOCK:
+        if _STARTED_IN_PID[0] != os.getpid():
+            threading.Thread(target=_reap, name="zerocopy-reaper", daemon=True).start()
+            _STARTED_IN_PID[0] = os.getpid()
+
+
+atexit.register(drain)
+os.register_at_fork(after_in_child=_reinit_after_fork)
