@@ -23,10 +23,11 @@ from typing import Any
 
 __all__ = ["drain", "on_death", "pending"]
 
-_DEAD: queue.SimpleQueue[weakref.ref[Any]] = queue.SimpleQueue()
+_DEAD: queue.SimpleQueue[weakref.ref[Any] | None] = queue.SimpleQueue()  # None: stop
 # id(ref) -> (ref, action, args): keeps each weak reference (and so its callback) alive.
 _ACTIONS: dict[int, tuple[weakref.ref[Any], Callable[..., object], tuple[Any, ...]]] = {}
 _STARTED_IN_PID = [0]
+_THREAD: list[threading.Thread] = []
 _START_LOCK = threading.Lock()
 # Held while an action runs, so drain() can wait for one the reaper is running.
 _BUSY = threading.RLock()
@@ -65,8 +66,7 @@ def _run_entry(key: int) -> None:
 
 
 def _reap() -> None:
-    while True:
-        ref = _DEAD.get()
+    while (ref := _DEAD.get()) is not None:
         with _BUSY:
             _run_entry(id(ref))
 
@@ -79,8 +79,21 @@ class _Unraisable:
         self.err_msg, self.object = "Exception ignored in zerocopy_executor clean-up", action
 
 
-def _reinit_after_fork() -> None:
-    # A lock held by a parent thread at fork time stays held forever in the child.
+def _stop_before_fork() -> None:
+    # A thread holding a lock at fork time leaves it held forever in the child: stop
+    # ours before any fork, and start it again afterwards.
+    if _STARTED_IN_PID[0] == os.getpid() and _THREAD:
+        _DEAD.put(None)
+        _THREAD.pop().join()
+        _STARTED_IN_PID[0] = 0
+
+
+def _restart_after_fork_in_parent() -> None:
+    if _ACTIONS:
+        _ensure_thread()
+
+
+def _reinit_after_fork_in_child() -> None:
     global _BUSY, _START_LOCK
     _BUSY, _START_LOCK = threading.RLock(), threading.Lock()
 
@@ -91,9 +104,15 @@ def _ensure_thread() -> None:
         return
     with _START_LOCK:
         if _STARTED_IN_PID[0] != os.getpid():
-            threading.Thread(target=_reap, name="zerocopy-reaper", daemon=True).start()
+            thread = threading.Thread(target=_reap, name="zerocopy-reaper", daemon=True)
+            thread.start()
+            _THREAD[:] = [thread]
             _STARTED_IN_PID[0] = os.getpid()
 
 
 atexit.register(drain)
-os.register_at_fork(after_in_child=_reinit_after_fork)
+os.register_at_fork(
+    before=_stop_before_fork,
+    after_in_parent=_restart_after_fork_in_parent,
+    after_in_child=_reinit_after_fork_in_child,
+)
