@@ -586,9 +586,25 @@ def test_interpreter_exit_without_shutdown_runs_pending_tasks(start_method, tmp_
             check=False,
         )
         ran = sorted(p.name for p in out.iterdir() if p.name.startswith("ran"))
-        outcomes[cls.__name__] = (proc.returncode, proc.stdout, proc.stderr, ran)
+        outcomes[cls.__name__] = (proc.returncode, proc.stdout, without_fork_warning(proc.stderr), ran)
     assert outcomes["SharedArrayExecutor"] == outcomes["ProcessPoolExecutor"]
     assert outcomes["ProcessPoolExecutor"][3] == ["ran0", "ran1", "ran2", "ran3"]
+
+
+def without_fork_warning(stderr: str) -> str:
+    """Drop Python 3.12+'s fork-with-threads DeprecationWarning, which either executor may
+    trigger depending on thread timing (it is filtered in pyproject for the same reason)."""
+    lines = stderr.splitlines(keepends=True)
+    kept, skip_next = [], False
+    for line in lines:
+        if "use of fork() may lead to deadlocks" in line:
+            skip_next = True  # the warning's source line follows it
+            continue
+        if skip_next:
+            skip_next = False
+            continue
+        kept.append(line)
+    return "".join(kept)
 
 
 # --- constructor validation ----------------------------------------------------------
