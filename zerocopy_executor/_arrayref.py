@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,6 +39,11 @@ def byte_extent(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int)
         else:
             high += stride * (extent - 1)
     return low, high + itemsize
+
+
+def layout_order(array: NDArray[Any]) -> Literal["C", "F"]:
+    """The order a copy of array keeps: Fortran only if it is Fortran- and not C-contiguous."""
+    return "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
 
 
 def locate(array: NDArray[Any]) -> tuple[_segments.SegmentBuffer, int] | None:

@@ -104,20 +104,16 @@ def zeros(
     return empty(shape, dtype, order)
 
 
-def _like_order(a: NDArray[Any]) -> Literal["C", "F"]:
-    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
-
-
 def empty_like(a: NDArray[Any], dtype: DTypeLike | None = None) -> NDArray[Any]:
     """Return a new shared array with a's shape and dtype (and its layout if Fortran)."""
     a = np.asarray(a)
-    return empty(a.shape, a.dtype if dtype is None else dtype, _like_order(a))
+    return empty(a.shape, a.dtype if dtype is None else dtype, _arrayref.layout_order(a))
 
 
 def zeros_like(a: NDArray[Any], dtype: DTypeLike | None = None) -> NDArray[Any]:
     """Return a new zero-filled shared array with a's shape and dtype."""
     a = np.asarray(a)
-    return zeros(a.shape, a.dtype if dtype is None else dtype, _like_order(a))
+    return zeros(a.shape, a.dtype if dtype is None else dtype, _arrayref.layout_order(a))
 
 
 def share(a: Any) -> NDArray[Any]:

@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Callable
 from functools import lru_cache, partial
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import cloudpickle
 import numpy as np
@@ -123,7 +123,7 @@ class EncodeSession:
             buffer, lease = self.allocate(array.nbytes)
             base = buffer if lease is None else lease
             lent, handover = lease is not None, self.handover
-        order: Literal["C", "F"] = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+        order = _arrayref.layout_order(array)
         copy: NDArray[Any] = np.ndarray(array.shape, array.dtype, buffer=base, order=order)
         np.copyto(copy, array, casting="no")
         if handover:

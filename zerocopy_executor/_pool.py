@@ -38,7 +38,7 @@ IDLE_SECONDS = 5.0
 
 def current_lease(buffer: _segments.SegmentBuffer) -> NDArray[Any] | None:
     """Return the live lease of a pooled segment, if it has one."""
-    ref = getattr(buffer, "lease", None)
+    ref = buffer.lease
     return None if ref is None else ref()
 
 
@@ -79,7 +79,7 @@ class SegmentPool:
 
     def give(self, buffer: _segments.SegmentBuffer) -> None:
         """Take back a segment nobody can see any more (or drop it if over the cap)."""
-        if not getattr(buffer, "recyclable", True):
+        if not buffer.recyclable:
             return  # dropping our reference unlinks it
         with self._lock:
             if self._closed or self._nbytes + len(buffer) > self.cap_nbytes:
