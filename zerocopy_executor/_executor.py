@@ -12,9 +12,10 @@ Data flow of one task::
       ├─ decode: map each segment once (kept mapped for reuse), rebuild views
       ├─ fn(*args, **kwargs)
       └─ encode_result: large arrays → into the lent segment, or a new segment
-                        handed over to the parent; report views the call kept
+                        handed over to the parent (a plain result goes as it is);
+                        report views the call kept
                        ═══ pipe ═══
-    _settle(inner future)                    parent, manager thread
+    SharedFuture.set_result(reply)           parent, manager thread
       ├─ decode: map result segments and take ownership (unlinked when the last
       │          view dies), failing only this future if that goes wrong (fact 6)
       ├─ release the task's segments: back to the pool once no view is left
@@ -29,18 +30,19 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import pickle
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from functools import partial
 from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-from . import _codec, _mapping, _segments
+from . import _mapping, _segments
 from ._config import DEFAULT_MIN_NBYTES, SharingPolicy
+from ._future import SharedFuture
 from ._state import SharingState, TaskEnvelope
 from ._stats import ExecutorStats
 from ._worker import WorkerSetup, initialize, run_task
@@ -50,98 +52,19 @@ __all__ = ["SharedArrayExecutor"]
 T = TypeVar("T")
 
 
-class SharedFuture(Future[T]):
-    """The future submit() returns: resolved once the result is decoded in the parent.
-
-    ProcessPoolExecutor unpickles results in its manager thread, where an exception
-    breaks the whole pool; decoding here instead fails only this future (fact 6).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._inner: Future[Any] | None = None
-
-    def cancel(self) -> bool:
-        """Cancel the future if possible."""
-        inner = self._inner
-        if inner is None:
-            return super().cancel()
-        return inner.cancel() and self.cancelled()
-
-    cancel.__doc__ = Future.cancel.__doc__  # same contract: the inner task is cancelled
-
-    def running(self) -> bool:
-        """Return True if the future is currently executing."""
-        inner = self._inner
-        return (inner is not None and inner.running()) or super().running()
-
-    running.__doc__ = Future.running.__doc__
-
-    def __repr__(self) -> str:
-        inner = self._inner
-        if inner is not None and not self.done() and inner.running():
-            return f"<{type(self).__name__} at {id(self):#x} state=running>"
-        return super().__repr__()
-
-
-class _Settler:
-    """A task's done-callback that forgets its task once it has run.
-
-    Futures keep their callbacks forever (fact 12), and after ``shutdown(cancel_futures=
-    True)`` the executor keeps its work items too (CPython rebinds only the manager
-    thread's dict): a callback holding the user's future would pin its result.
-    """
-
-    __slots__ = ("_task",)
-
-    def __init__(self, outer: SharedFuture[Any], envelope: TaskEnvelope, state: SharingState) -> None:
-        self._task: tuple[SharedFuture[Any], TaskEnvelope, SharingState] | None = (outer, envelope, state)
-
-    def __call__(self, inner: Future[Any]) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            _settle(*task, inner)
-
-
-def _settle(
-    outer: SharedFuture[Any], envelope: TaskEnvelope, state: SharingState, inner: Future[Any]
-) -> None:
-    """Decode the result, release the task's segments, then resolve the user's future.
-
-    Releasing first means that once a caller sees the outcome, the task's argument
-    segments are already recycled or unlinked.
-    """
-    recycle, kept, failure, value = False, [], None, None
-    cancelled = inner.cancelled()
-    try:
-        failure = None if cancelled else inner.exception()
-        if not cancelled and failure is None:
-            payload, tally, kept, copied_nbytes = inner.result()
-            state.lend_nbytes = copied_nbytes
-            if tally is not None:
-                state.stats.add(tally)
-                value = _codec.decode(payload, _codec.DecodeSession(state.adopt))
-            else:  # no arrays at all: nothing to map or adopt
-                value = pickle.loads(payload)
-            recycle = True
-    except BaseException as decode_error:  # fail this future, never the pool (fact 6)
-        failure = decode_error
-    finally:
-        outer._inner = None  # frees the raw payload the inner future holds
-        envelope.release(recycle=recycle, kept=kept)
-        state.task_settled()
-    if cancelled:
-        Future.cancel(outer)
-        outer.set_running_or_notify_cancel()
-    elif failure is not None:
-        outer.set_exception(failure)
-    else:
-        outer.set_result(value)
-
-
 def _close_in_background(state: SharingState) -> None:
     # A finalizer may run in any thread, even one a pending task needs: never block it.
     threading.Thread(target=state.close, name="zerocopy-close").start()
+
+
+def _close_after_shutdown(state: SharingState, stale_work_items: dict[Any, Any] | None) -> None:
+    state.close()  # returns once every task has settled
+    if stale_work_items is not None:
+        # After shutdown(cancel_futures=True) ProcessPoolExecutor's manager thread goes on
+        # with a new dict of work items, and the executor keeps the old one: every future
+        # that finished since, and its result's shared memory, would live as long as the
+        # executor. Nothing reads it once the tasks have settled.
+        stale_work_items.clear()
 
 
 def _require_callable(initializer: object) -> None:
@@ -224,21 +147,19 @@ class SharedArrayExecutor(ProcessPoolExecutor):
             A Future representing the given call.
         """
         state = self._sharing
-        if not state.closed:
-            state.start_ledger()
+        state.start_ledger()
         envelope = TaskEnvelope(state, (fn, args, kwargs))
-        outer: SharedFuture[T] = SharedFuture()
-        state.task_started()  # before the task exists, so close() cannot miss it
-        settles_itself = False
+        state.in_flight.add(envelope)  # before the task exists, so close() cannot miss it
+        adopted = False
         try:
-            inner = super().submit(run_task, envelope)  # type: ignore[arg-type]  # pickles to bytes
-            outer._inner = inner
-            inner.add_done_callback(_Settler(outer, envelope, state))
-            settles_itself = True
+            with envelope.sealed:  # not sent before the future can decode the reply
+                future = SharedFuture.adopt(super().submit(run_task, envelope), envelope, state)  # type: ignore[arg-type]
+                adopted = True
         finally:
-            if not settles_itself:  # an error, or Ctrl-C, before the callback was in place
-                state.task_settled()
-        return outer
+            if not adopted:  # an error, or Ctrl-C, before the future could settle
+                state.task_settled(envelope)
+        future.settle_if_done()
+        return future
 
     def map(
         self,
@@ -302,10 +223,12 @@ class SharedArrayExecutor(ProcessPoolExecutor):
                 cancelled.
         """
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        stale = getattr(self, "_pending_work_items", None) if cancel_futures else None
+        close = partial(_close_after_shutdown, self._sharing, stale if isinstance(stale, dict) else None)
         if wait:
-            self._sharing.close()
+            close()
         else:
-            threading.Thread(target=self._sharing.close, name="zerocopy-shutdown").start()
+            threading.Thread(target=close, name="zerocopy-shutdown").start()
 
     def stats(self) -> ExecutorStats:
         """Return a snapshot of the arrays sent so far, in both directions, by path."""

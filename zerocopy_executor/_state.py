@@ -33,7 +33,8 @@ class SharingState:
         self.live: set[str] = set()  # segments created by this executor, not yet released
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
-        self.pending = 0
+        # Tasks submitted and not yet settled (set.add and discard need no lock).
+        self.in_flight: set[TaskEnvelope] = set()
         self.manager: SharedMemoryManager | None = None
         self.ledger: LedgerClient | None = None
         self.closed = False
@@ -43,12 +44,14 @@ class SharingState:
 
     def start_ledger(self) -> None:
         """Start the SharedMemoryManager before the first worker (it is in their setup)."""
+        if self.ledger is not None:  # started (set last): the common case, no lock needed
+            return
         with self.lock:
             if self.manager is not None or self.closed:
                 return
             self.manager, proxy = start_ledger(self.context)
-            self.ledger = LedgerClient(proxy)
             self.setup.ledger_proxy = proxy
+            self.ledger = LedgerClient(proxy)  # last: submit() checks it without the lock
 
     def allocate(self, nbytes: int) -> tuple[_segments.SegmentBuffer, Any]:
         """Lease a warm pooled segment, or create one (owned here, recorded in the ledger)."""
@@ -79,20 +82,16 @@ class SharingState:
         if self.ledger is not None and not self.closed:
             self.ledger.forget(name)
 
-    def task_started(self) -> None:
-        with self.lock:
-            self.pending += 1
-
-    def task_settled(self) -> None:
-        with self.lock:
-            self.pending -= 1
-            if self.pending == 0:
+    def task_settled(self, envelope: TaskEnvelope) -> None:
+        self.in_flight.discard(envelope)
+        if not self.in_flight:
+            with self.lock:
                 self.idle.notify_all()
 
     def close(self) -> None:
         """Release every segment still recorded, except results the user still holds."""
         with self.lock:
-            while self.pending > 0:
+            while self.in_flight:  # the last settle notifies under the lock: no lost wake-up
                 self.idle.wait()
             self.closed = True
             manager, ledger, self.manager, self.ledger = self.manager, self.ledger, None, None
@@ -115,18 +114,19 @@ class TaskEnvelope:
     the tasks in flight: only about max_workers + 1 call items are pickled ahead.
     """
 
-    __slots__ = ("_buffers", "_call", "_lock", "_pinned", "_released", "_state")
+    __slots__ = ("_buffers", "_call", "_pinned", "_released", "_state", "sealed")
 
     def __init__(self, state: SharingState, call: tuple[Any, ...]) -> None:
         self._state = state
         self._call: tuple[Any, ...] | None = call
         self._pinned: list[Any] = []
         self._buffers: list[_segments.SegmentBuffer] = []
-        self._lock = threading.Lock()
+        # Held while the envelope must not be pickled, and so not sent, yet.
+        self.sealed = threading.Lock()
         self._released = False
 
     def __reduce__(self) -> tuple[Any, ...]:
-        with self._lock:
+        with self.sealed:
             if self._released or self._call is None:
                 msg = "task was released before it was sent; this is a bug in zerocopy_executor"
                 raise SharedArrayError(msg)
@@ -139,10 +139,11 @@ class TaskEnvelope:
             payload = _codec.encode_call((function, args, kwargs, lend_name), session)
             # The worker attaches by name: keep our mappings (and so the names) until
             # the task is over; the caller's arrays themselves are no longer needed.
-            self._pinned, self._buffers, self._call = session.pinned, session.buffers, None
             if lend is not None:
-                self._pinned.append(lend[1])
-                self._buffers.append(lend[0])
+                session.pinned.append(lend[1])
+                session.buffers.append(lend[0])
+            self._pinned, self._buffers = session.pinned, session.buffers
+            self._call = None  # last: release() looks at it without the lock
             if session.tally:
                 state.stats.add(session.tally)
         return (bytes, (payload,))
@@ -154,7 +155,9 @@ class TaskEnvelope:
             recycle: False after a failed task: its segments are unlinked, not reused.
             kept: segments a worker kept views of: never reused.
         """
-        with self._lock:
+        if self._call is None and not self._buffers:
+            return  # sent and nothing pinned (a tiny task): nothing to release, no lock
+        with self.sealed:
             self._released = True
             for buffer in self._buffers:
                 if not recycle or buffer.name in kept:

@@ -119,7 +119,8 @@ def initialize(setup: WorkerSetup) -> None:
         setup.initializer(*setup.initargs)
 
 
-Reply = tuple[bytes, "dict[str, int] | None", list[str], int]
+# (encoded result, path counts, kept, copied) or, for a plain result, (result, None, ...).
+Reply = tuple[Any, "dict[str, int] | None", list[str], int]
 
 # Callables this worker decoded, by their bytes: map() sends the same one per chunk.
 _CALLABLES: OrderedDict[bytes, Any] = OrderedDict()
@@ -140,9 +141,10 @@ def _callable(data: bytes, cacheable: bool, decoding: _codec.TaskDecodeSession) 
 def run_task(payload: bytes) -> Reply:
     """Decode a call, run it, and encode its result (large arrays go back by reference).
 
-    Returns the encoded result, the path counts of its arrays (None if it had none),
-    the names of recycled segments the function kept views of (the parent must not
-    reuse those), and the size of the largest result array that had to be copied.
+    Returns the encoded result and the path counts of its arrays, or a plain result
+    (scalars, strings, short containers of them) as it is and None; then the names of
+    recycled segments the function kept views of (the parent must not reuse those),
+    and the size of the largest result array that had to be copied.
     """
     decoding = _codec.TaskDecodeSession()
     (function, cacheable), args, kwargs, lend_name = _codec.decode(payload, decoding)
@@ -156,10 +158,13 @@ def run_task(payload: bytes) -> Reply:
         _CACHE.keep(list(decoding.buffers.values()))
     result = fn(*args, **kwargs)
     del fn, args, kwargs
+    if _codec.is_plain(result):  # nothing to share: the pool pickles it as it is
+        del lend
+        return result, None, decoding.kept(), 0
     encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True, lend=lend)
     del lend
     data = _codec.encode_result(result, encoding)
     del result
     tally, copied_nbytes = encoding.tally, encoding.copied_nbytes
     del encoding
-    return data, (tally or None), decoding.kept(), copied_nbytes
+    return data, tally, decoding.kept(), copied_nbytes
