@@ -41,7 +41,9 @@ __all__ = [
     "EncodeSession",
     "TaskDecodeSession",
     "decode",
+    "cached_callable",
     "encode_call",
+    "encode_plain",
     "encode_result",
     "is_plain",
 ]
@@ -172,6 +174,8 @@ class DecodeSession:
     while they live; segments handed over by a worker are adopted.
     """
 
+    __slots__ = ("on_handover",)
+
     def __init__(self, on_handover: Callable[[_segments.SegmentBuffer], None] | None = None) -> None:
         self.on_handover = on_handover
 
@@ -187,6 +191,8 @@ class TaskDecodeSession(DecodeSession):
     Views of lent (recycled) segments are made from a root per task, so that after the
     call we can tell whether the function kept any of them.
     """
+
+    __slots__ = ("_roots", "buffers")
 
     def __init__(self) -> None:
         super().__init__()
@@ -211,6 +217,8 @@ class TaskDecodeSession(DecodeSession):
 
     def kept(self) -> list[str]:
         """Names of lent segments something still views (call once the task's locals are gone)."""
+        if not self._roots:
+            return []
         return [name for name, ref in self._roots.items() if ref() is not None]
 
 
@@ -299,21 +307,25 @@ class _ResultPickler(ForkingPickler):
 
 # map() submits the same partial(_process_chunk, fn) with every chunk; pickling it
 # (with a __main__ function's by-value fallback) each time cost ~10 us per tiny task.
-# Its bytes are kept for as long as that partial lives, unless they hold arrays.
-_CALLABLES: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+# Its encoding is kept for as long as that partial lives, unless it holds arrays.
+_CALLABLES: weakref.WeakKeyDictionary[Any, tuple[bytes, bool]] = weakref.WeakKeyDictionary()
+
+
+def cached_callable(fn: Any) -> tuple[bytes, bool] | None:
+    """Return what encode_callable gave for this callable before, if it was kept."""
+    return _CALLABLES.get(fn) if type(fn) is partial else None
 
 
 def encode_callable(fn: Any, session: EncodeSession) -> tuple[bytes, bool]:
     """Pickle a task's callable; return its bytes and whether a worker may cache them."""
-    if type(fn) is partial:
-        cached = _CALLABLES.get(fn)
-        if cached is not None:
-            return cached, True
+    cached = cached_callable(fn)
+    if cached is not None:
+        return cached
     before = len(session.pinned), dict(session.tally)
     data = encode_call(fn, session)
     cacheable = (len(session.pinned), session.tally) == before  # no array inside
     if cacheable and type(fn) is partial:
-        _CALLABLES[fn] = data
+        _CALLABLES[fn] = (data, True)
     return data, cacheable
 
 
@@ -334,14 +346,50 @@ class _PlainPickler(pickle.Pickler):
         raise _NotPlain
 
 
+class _PlainEncoder(threading.local):
+    """A plain pickler and its buffer per thread, reused: making them costs more than a dump."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.buffer = io.BytesIO()
+        self.pickler = _PlainPickler(self.buffer, _PROTOCOL)
+
+
+_PLAIN = _PlainEncoder()
+_PLAIN_REUSE_MAX = 1 << 16  # bytes: a larger payload gets the thread a new buffer
+
+
+def encode_plain(value: Any) -> bytes | None:
+    """Pickle value if it is made only of what pickle handles natively, else return None.
+
+    No code of ours or the caller's runs during the dump, so reusing the pickler is safe.
+    """
+    encoder = _PLAIN
+    buffer, pickler = encoder.buffer, encoder.pickler
+    buffer.seek(0)
+    buffer.truncate()
+    try:
+        pickler.dump(value)
+    except _NotPlain:
+        return None
+    finally:
+        pickler.clear_memo()  # the memo holds references to what it pickled
+    if buffer.tell() > _PLAIN_REUSE_MAX:
+        payload = buffer.getvalue()
+        encoder.reset()  # do not keep a large buffer alive
+        return payload
+    return buffer.getvalue()
+
+
 def encode_call(call: Any, session: EncodeSession) -> bytes:
     """Pickle a call (or any object), sharing its large arrays."""
+    plain = encode_plain(call)
+    if plain is not None:
+        return plain
     buffer = io.BytesIO()
-    try:
-        _PlainPickler(buffer, _PROTOCOL).dump(call)
-    except _NotPlain:
-        buffer = io.BytesIO()
-        _ArgumentPickler(buffer, session).dump(call)
+    _ArgumentPickler(buffer, session).dump(call)
     return buffer.getvalue()
 
 

@@ -11,7 +11,6 @@ takes about a sixth off the parent's time per tiny task (W5).
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import Future
 from typing import Any
 
@@ -20,8 +19,10 @@ from ._state import SharingState, TaskEnvelope
 
 __all__ = ["SharedFuture"]
 
-# Orders cancel()'s notification against the manager thread's set_running_or_notify_cancel.
-_NOTIFY_LOCK = threading.Lock()
+# Who calls Future.set_running_or_notify_cancel, cancel() or the manager thread: the
+# first to claim it with dict.setdefault (atomic), as Future raises on a second call.
+_CLAIM = "_notify_claim"
+_MANAGER = "manager"
 
 
 class SharedFuture(Future[Any]):
@@ -86,20 +87,16 @@ class SharedFuture(Future[Any]):
         if not super().cancel():
             return False
         self._release(recycle=False)  # never sent: nothing of it reached a worker
-        with _NOTIFY_LOCK:
-            if not vars(self).get("_notified", False):
-                self._notified = True
-                super().set_running_or_notify_cancel()  # wakes wait() and as_completed()
+        claim = object()  # a second cancel() must not claim again
+        if vars(self).setdefault(_CLAIM, claim) is claim:
+            super().set_running_or_notify_cancel()  # wakes wait() and as_completed() now
         return True
 
     def set_running_or_notify_cancel(self) -> bool:
         """Mark the future as running or process any cancel notifications."""
-        with _NOTIFY_LOCK:  # a future cancel() already notified just answers False
-            if vars(self).get("_notified", False):
-                return False
-            running = super().set_running_or_notify_cancel()
-            self._notified = not running
-            return running
+        if vars(self).setdefault(_CLAIM, _MANAGER) is not _MANAGER:
+            return False  # cancelled, and cancel() notified the waiters
+        return super().set_running_or_notify_cancel()
 
     # Future's own words: the behaviour callers see is Future's.
     set_result.__doc__ = Future.set_result.__doc__
