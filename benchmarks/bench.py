@@ -55,6 +55,7 @@ SIZED = ("W1", "W2", "W3", "W4")
 DEFAULT_SIZES_MB = (1, 16, 128, 512)
 QUICK_SIZES_MB = (1, 128)
 QUICK_WORKLOADS = ("W1", "W2", "W5")
+W5_MIN_ROUNDS = 15
 CHECK_SIZE_MB = 256  # the by-reference path's "independent of size" check (W1 only)
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -200,10 +201,10 @@ def run(args: argparse.Namespace) -> list[Measurement]:
                 if system in args.systems:
                     run_block(system, array, ("W1",), args=args, sampler=sampler, results=results)
             del array
-        if "W5" in args.workloads:
-            run_w5_interleaved(args, results)
     finally:
         sampler.close()
+    if "W5" in args.workloads:  # with the sampler stopped: see run_w5_interleaved
+        run_w5_interleaved(args, results)
     return results
 
 
@@ -212,8 +213,9 @@ def run_w5_interleaved(args: argparse.Namespace, results: list[Measurement]) -> 
 
     Tiny tasks measure the parent's own per-task cost, which on a shared machine drifts
     by up to 2x from one minute to the next (seen here): taking calls in turn gives
-    every system the same drift. Memory is not sampled for W5: it moves no arrays, and
-    reading /proc every 20 ms costs a tiny-task run more than the differences measured.
+    every system the same drift. Memory is not sampled for W5 (the sampler's thread is
+    stopped): it moves no arrays, and reading /proc every 20 ms from the parent costs a
+    tiny-task run more than the differences measured.
     """
     context = multiprocessing.get_context(args.start_method)
     runners: list[Runner] = []

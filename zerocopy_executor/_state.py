@@ -8,6 +8,7 @@ ProcessPoolExecutor is, while its pending tasks still settle.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from multiprocessing.context import BaseContext
 from multiprocessing.managers import SharedMemoryManager
 from typing import Any
@@ -119,8 +120,8 @@ class TaskEnvelope:
     def __init__(self, state: SharingState, call: tuple[Any, ...]) -> None:
         self._state = state
         self._call: tuple[Any, ...] | None = call
-        self._pinned: list[Any] = []
-        self._buffers: list[_segments.SegmentBuffer] = []
+        self._pinned: Sequence[Any] = ()  # set when sent (no lists per task before that)
+        self._buffers: Sequence[_segments.SegmentBuffer] = ()
         # Held while the envelope must not be pickled, and so not sent, yet.
         self.sealed = threading.Lock()
         self._released = False
@@ -162,7 +163,7 @@ class TaskEnvelope:
             for buffer in self._buffers:
                 if not recycle or buffer.name in kept:
                     _pool.never_recycle(buffer)
-            self._pinned, self._buffers, self._call = [], [], None
+            self._pinned, self._buffers, self._call = (), (), None
 
 
 def _pool_cap_nbytes() -> int:
