@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 import threading
 
 import numpy as np
@@ -44,11 +45,52 @@ def test_encode_keeps_unpicklable_errors():
         _codec.encode_call((threading.Lock(),), session())
 
 
-def test_plain_results_skip_the_sharing_pickler():
-    """Results made of scalars are plain pickles (the tiny-task fast path)."""
-    s = session(handover=True)
-    data = _codec.encode_result([1, 2.5, "x", None], s)
-    assert pickle.loads(data) == [1, 2.5, "x", None]
+@pytest.mark.parametrize(
+    "value",
+    [1, 2.5, "x", b"y", None, True, [1, "a"], ((1,),), {"k": [None]}, (), {}],
+)
+def test_plain_values_are_recognised_and_pickled_plainly(value):
+    """Scalars and strings in short containers are plain: no array can hide in them."""
+    assert _codec.is_plain(value)
+    assert pickle.loads(_codec.encode_plain(value)) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.ones(3),
+        (1, np.float64(2.0)),  # a NumPy scalar is not a built-in
+        len,
+        {1: "non-str key"},
+        list(range(17)),  # longer than worth scanning
+        [[[[[1]]]]],  # deeper than worth scanning
+        threading.Lock(),
+    ],
+)
+def test_values_that_need_our_pickler_are_not_plain(value):
+    """Anything else goes through the sharing pickler (is_plain may be stricter than encode_plain)."""
+    assert not _codec.is_plain(value)
+
+
+def test_encode_plain_gives_up_on_arrays_and_functions():
+    """encode_plain answers None at the first object pickle does not handle natively."""
+    assert _codec.encode_plain((1, np.ones(3))) is None
+    assert _codec.encode_plain([len]) is None
+    assert _codec.encode_plain(list(range(1000))) is not None  # long but plain is fine here
+
+
+def test_encode_plain_keeps_no_reference_to_what_it_pickled():
+    """The reused pickler's memo is cleared: a caller's argument is not kept alive."""
+    argument = [[1, 2], {"a": 3}]
+    before = sys.getrefcount(argument)
+    assert _codec.encode_plain((argument,)) is not None
+    assert sys.getrefcount(argument) == before
+
+
+def test_encode_call_of_plain_arguments_matches_plain_pickle():
+    """The fast path gives what the worker would get from the full pickler."""
+    call = ((b"fn", True), ((1, "two"),), {"three": 3.0}, None)
+    assert pickle.loads(_codec.encode_call(call, session())) == call
 
 
 def test_handover_disowns_and_receiver_takes_ownership():

@@ -1,0 +1,119 @@
+"""SharedFuture in one process: each task settles exactly once, whoever ends it."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import itertools
+import multiprocessing
+import threading
+import time
+
+import pytest
+
+from zerocopy_executor import _config, _state, _worker
+from zerocopy_executor._future import SharedFuture
+
+
+@pytest.fixture
+def state():
+    policy = _config.SharingPolicy()
+    context = multiprocessing.get_context("spawn")  # nothing is started here
+    return _state.SharingState(policy, context, _worker.WorkerSetup(0, policy, None, ()))
+
+
+def submitted(state, base=None):
+    """A future as submit() leaves it: adopted, its envelope in flight."""
+    envelope = _state.TaskEnvelope(state, (len, ((),), {}))
+    state.in_flight.add(envelope)
+    with envelope.sealed:
+        future = SharedFuture.adopt(base or cf.Future(), envelope, state)
+    future.settle_if_done()
+    return future
+
+
+def test_a_plain_reply_is_the_result_and_the_task_settles(state):
+    future = submitted(state)
+    assert future.set_running_or_notify_cancel()
+    future.set_result(([6], None, [], 0))
+    assert future.result(timeout=0) == [6]
+    assert not state.in_flight
+
+
+def test_a_reply_that_fails_to_decode_fails_only_its_future(state):
+    future = submitted(state)
+    future.set_running_or_notify_cancel()
+    future.set_result((b"not a pickle", {}, [], 0))
+    assert isinstance(future.exception(timeout=0), Exception)
+    assert not state.in_flight
+
+
+def test_setting_a_settled_future_again_raises_as_future_does(state):
+    future = submitted(state)
+    future.set_running_or_notify_cancel()
+    future.set_result(([1], None, [], 0))
+    with pytest.raises(cf.InvalidStateError):
+        future.set_result(([2], None, [], 0))
+    assert future.result(timeout=0) == [1]
+
+
+def test_a_future_ended_before_adoption_is_settled_by_submit(state):
+    """The pool broke, or shutdown cancelled the task, before submit() adopted its future."""
+    cancelled, failed = cf.Future(), cf.Future()
+    assert cancelled.cancel()
+    failed.set_exception(RuntimeError("pool broke"))
+    submitted(state, cancelled)
+    submitted(state, failed)
+    assert not state.in_flight
+
+
+def test_cancel_notifies_waiters_at_once(state):
+    """wait() sees a cancelled task as done before the manager thread reaches it."""
+    future = submitted(state)
+    assert future.cancel()
+    assert future.cancel()  # again: still True, and no second notification
+    done, _ = cf.wait([future], timeout=0)
+    assert done == {future}
+    assert future.set_running_or_notify_cancel() is False  # the manager thread, later
+    assert not state.in_flight
+
+
+@pytest.mark.timeout(60)
+def test_cancel_racing_the_manager_thread_never_notifies_twice(state):
+    """Future raises if notified twice; the race must end in exactly one of two states."""
+    errors: list[BaseException] = []
+    outcomes = {"ran": 0, "cancelled": 0}
+    head_starts = itertools.cycle([0, 0, 1e-5, 1e-4])  # seconds the manager thread gets
+    for _ in range(1500):
+        future = submitted(state)
+        barrier = threading.Barrier(2)
+        answer: list[bool] = []
+
+        def manager(future=future, barrier=barrier, answer=answer):
+            barrier.wait()
+            try:
+                answer.append(future.set_running_or_notify_cancel())
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=manager)
+        thread.start()
+        barrier.wait()
+        time.sleep(next(head_starts))
+        try:
+            future.cancel()
+            future.cancel()
+        except BaseException as exc:
+            errors.append(exc)
+        thread.join()
+        if future.cancelled():
+            outcomes["cancelled"] += 1
+            assert answer == [False]
+            assert cf.wait([future], timeout=0).done == {future}
+        else:
+            outcomes["ran"] += 1
+            assert answer == [True]
+            assert future.running()
+            future.set_result((None, None, [], 0))
+    assert errors == []
+    assert not state.in_flight
+    assert min(outcomes.values()) > 0, outcomes  # both ends of the race were run
