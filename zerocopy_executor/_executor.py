@@ -57,13 +57,16 @@ def _close_in_background(state: SharingState) -> None:
     threading.Thread(target=state.close, name="zerocopy-close").start()
 
 
-def _close_after_shutdown(state: SharingState, stale_work_items: dict[Any, Any] | None) -> None:
+def _close_after_shutdown(
+    state: SharingState, stale_work_items: dict[Any, Any] | None, manager_thread: threading.Thread | None
+) -> None:
     state.close()  # returns once every task has settled
-    if stale_work_items is not None:
+    if stale_work_items is not None and manager_thread is not None:
         # After shutdown(cancel_futures=True) ProcessPoolExecutor's manager thread goes on
         # with a new dict of work items, and the executor keeps the old one: every future
         # that finished since, and its result's shared memory, would live as long as the
-        # executor. Nothing reads it once the tasks have settled.
+        # executor. Nothing reads it once that thread is gone (joined already if wait).
+        manager_thread.join()
         stale_work_items.clear()
 
 
@@ -156,9 +159,10 @@ class SharedArrayExecutor(ProcessPoolExecutor):
                 future = SharedFuture.adopt(super().submit(run_task, envelope), envelope, state)  # type: ignore[arg-type]
                 adopted = True
         finally:
-            if not adopted:  # an error, or Ctrl-C, before the future could settle
+            if not adopted:  # an error, or Ctrl-C: if the task was queued, it must not send anything
+                envelope.release(recycle=False)
                 state.task_settled(envelope)
-        future.settle_if_done()
+        future.watch()
         return future
 
     def map(
@@ -222,9 +226,12 @@ class SharedArrayExecutor(ProcessPoolExecutor):
                 futures. Futures that are completed or running will not be
                 cancelled.
         """
+        manager_thread = getattr(self, "_executor_manager_thread", None)  # None once joined
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
         stale = getattr(self, "_pending_work_items", None) if cancel_futures else None
-        close = partial(_close_after_shutdown, self._sharing, stale if isinstance(stale, dict) else None)
+        if not isinstance(stale, dict) or not isinstance(manager_thread, threading.Thread):
+            stale = manager_thread = None
+        close = partial(_close_after_shutdown, self._sharing, stale, manager_thread)
         if wait:
             close()
         else:

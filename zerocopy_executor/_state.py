@@ -18,7 +18,7 @@ from ._config import SharingPolicy
 from ._errors import SegmentError, SharedArrayError
 from ._ledger import LedgerClient, start_ledger
 from ._stats import StatsCounter
-from ._worker import WorkerSetup
+from ._worker import WITHDRAWN, WorkerSetup
 
 __all__ = ["SharingState", "TaskEnvelope"]
 
@@ -128,8 +128,12 @@ class TaskEnvelope:
 
     def __reduce__(self) -> tuple[Any, ...]:
         with self.sealed:
-            if self._released or self._call is None:
-                msg = "task was released before it was sent; this is a bug in zerocopy_executor"
+            if self._released:  # withdrawn while queued: the pool broke, or submit() failed
+                # Raising here would deadlock Python 3.12's broken-pool path (its feeder
+                # error handler takes a lock the manager thread holds while joining it).
+                return (bytes, (WITHDRAWN,))
+            if self._call is None:
+                msg = "task was pickled twice; this is a bug in zerocopy_executor"
                 raise SharedArrayError(msg)
             state = self._state
             session = _codec.EncodeSession(state.policy, state.allocate, handover=False)

@@ -16,10 +16,13 @@ from typing import Any
 
 from . import _arrays, _codec, _segments
 from ._config import SharingPolicy
+from ._errors import SharedArrayError
 from ._ledger import LedgerClient
 from ._watchdog import exit_with_parent
 
-__all__ = ["WorkerSetup", "initialize", "run_task"]
+__all__ = ["WITHDRAWN", "WorkerSetup", "initialize", "run_task"]
+
+WITHDRAWN = b""  # the payload of a task released before it was sent: refused
 
 # Mappings a worker keeps between tasks (recycled segments, and shared arrays passed
 # by reference), so the next task with the same segment pays neither mmap nor page
@@ -146,6 +149,9 @@ def run_task(payload: bytes) -> Reply:
     recycled segments the function kept views of (the parent must not reuse those),
     and the size of the largest result array that had to be copied.
     """
+    if payload == WITHDRAWN:
+        msg = "this task was withdrawn before it was sent (its pool broke, or submit() failed)"
+        raise SharedArrayError(msg)
     decoding = _codec.TaskDecodeSession()
     (function, cacheable), args, kwargs, lend_name = _codec.decode(payload, decoding)
     fn = _callable(function, cacheable, decoding)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import itertools
 import multiprocessing
+import pickle
 import threading
 import time
 
 import pytest
 
-from zerocopy_executor import _config, _state, _worker
+from zerocopy_executor import SharedArrayError, _config, _state, _worker
 from zerocopy_executor._future import SharedFuture
 
 
@@ -27,7 +28,7 @@ def submitted(state, base=None):
     state.in_flight.add(envelope)
     with envelope.sealed:
         future = SharedFuture.adopt(base or cf.Future(), envelope, state)
-    future.settle_if_done()
+    future.watch()
     return future
 
 
@@ -56,7 +57,7 @@ def test_setting_a_settled_future_again_raises_as_future_does(state):
     assert future.result(timeout=0) == [1]
 
 
-def test_a_future_ended_before_adoption_is_settled_by_submit(state):
+def test_a_future_ended_before_adoption_is_settled_and_notified(state):
     """The pool broke, or shutdown cancelled the task, before submit() adopted its future."""
     cancelled, failed = cf.Future(), cf.Future()
     assert cancelled.cancel()
@@ -64,6 +65,42 @@ def test_a_future_ended_before_adoption_is_settled_by_submit(state):
     submitted(state, cancelled)
     submitted(state, failed)
     assert not state.in_flight
+    assert cf.wait([cancelled, failed], timeout=0).done == {cancelled, failed}
+
+
+def test_callers_callbacks_run_after_the_task_settled(state):
+    """Whichever way a task ends, its segments are released before the caller hears of it."""
+    seen = []
+    for end in ("result", "exception", "cancel"):
+        future = submitted(state)
+        future.add_done_callback(lambda f: seen.append(len(state.in_flight)))
+        if end == "cancel":
+            future.cancel()
+            continue
+        future.set_running_or_notify_cancel()
+        if end == "result":
+            future.set_result((1, None, [], 0))
+        else:
+            future.set_exception(ValueError("in the task"))
+    assert seen == [0, 0, 0]
+
+
+def test_a_broken_pool_failing_a_cancelled_future_is_ignored(state):
+    """Python 3.10/3.11 fail cancelled tasks too when the pool breaks; Future would raise."""
+    future = submitted(state)
+    assert future.cancel()
+    future.set_exception(RuntimeError("pool broke"))
+    assert future.cancelled()
+
+
+def test_a_task_withdrawn_before_it_was_sent_is_refused_by_the_worker(state):
+    """Released while queued (the pool broke): pickling must not raise, the worker refuses it."""
+    envelope = _state.TaskEnvelope(state, (len, ((),), {}))
+    envelope.release(recycle=False)
+    payload = pickle.loads(pickle.dumps(envelope))
+    assert payload == _worker.WITHDRAWN
+    with pytest.raises(SharedArrayError, match="withdrawn"):
+        _worker.run_task(payload)
 
 
 def test_cancel_notifies_waiters_at_once(state):
