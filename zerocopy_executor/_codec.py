@@ -350,15 +350,11 @@ class _PlainEncoder(threading.local):
     """A plain pickler and its buffer per thread, reused: making them costs more than a dump."""
 
     def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
         self.buffer = io.BytesIO()
         self.pickler = _PlainPickler(self.buffer, _PROTOCOL)
 
 
 _PLAIN = _PlainEncoder()
-_PLAIN_REUSE_MAX = 1 << 16  # bytes: a larger payload gets the thread a new buffer
 
 
 def encode_plain(value: Any) -> bytes | None:
@@ -366,21 +362,16 @@ def encode_plain(value: Any) -> bytes | None:
 
     No code of ours or the caller's runs during the dump, so reusing the pickler is safe.
     """
-    encoder = _PLAIN
-    buffer, pickler = encoder.buffer, encoder.pickler
-    buffer.seek(0)
-    buffer.truncate()
+    buffer, pickler = _PLAIN.buffer, _PLAIN.pickler
     try:
         pickler.dump(value)
+        return buffer.getvalue()
     except _NotPlain:
         return None
     finally:
         pickler.clear_memo()  # the memo holds references to what it pickled
-    if buffer.tell() > _PLAIN_REUSE_MAX:
-        payload = buffer.getvalue()
-        encoder.reset()  # do not keep a large buffer alive
-        return payload
-    return buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()  # and the buffer would hold on to a large payload
 
 
 def encode_call(call: Any, session: EncodeSession) -> bytes:
