@@ -2,43 +2,39 @@
 
     python benchmarks/w5_instructions.py            # ppe and sae-copied, about 2 minutes
 
-Each system runs twice under ``valgrind --tool=callgrind`` (workers are not traced):
-once with a warm-up map of 1,000 tiny tasks only, once with two more maps; the
-difference, divided by 2,000, is what one task costs the parent, start-up excluded.
+Each system runs W5 (bench.py's runner) twice under ``valgrind --tool=callgrind``
+(workers are not traced): a warm-up call only, then with two more calls; the
+difference, divided by two calls' tasks, is what one task costs the parent.
 """
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 
-from _systems import inc
+from _systems import W5_TASKS, open_runner
 
 import zerocopy_executor
 
-TASKS = 1000
+
+def run(system: str, calls: int) -> None:
+    """What valgrind runs: a warm-up W5 call, then `calls` more."""
+    min_nbytes = inspect.signature(zerocopy_executor.SharedArrayExecutor).parameters["min_nbytes"].default
+    runner = open_runner(system, multiprocessing.get_context("forkserver"), min_nbytes)
+    try:
+        for _ in range(1 + calls):
+            runner.w5()
+    finally:
+        runner.close()
 
 
-def run(system: str, maps: int) -> None:
-    """What valgrind runs: a warm-up map, then `maps` more, of TASKS tiny tasks."""
-    context = multiprocessing.get_context("forkserver")
-    executor: Executor
-    if system == "ppe":
-        executor = ProcessPoolExecutor(2, mp_context=context)
-    else:
-        executor = zerocopy_executor.SharedArrayExecutor(2, mp_context=context)
-    with executor:
-        for _ in range(1 + maps):
-            list(executor.map(inc, range(TASKS)))
-
-
-def instructions(valgrind: str, system: str, maps: int) -> int:
+def instructions(valgrind: str, system: str, calls: int) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         out = subprocess.run(
             [
@@ -49,7 +45,7 @@ def instructions(valgrind: str, system: str, maps: int) -> int:
                 __file__,
                 "--child",
                 system,
-                str(maps),
+                str(calls),
             ],
             capture_output=True,
             text=True,
@@ -73,7 +69,7 @@ def main() -> int:
     counts = {}
     for system in ("ppe", "sae-copied"):
         after, before = instructions(valgrind, system, 2), instructions(valgrind, system, 0)
-        counts[system] = (after - before) / (2 * TASKS)
+        counts[system] = (after - before) / (2 * W5_TASKS)
         print(f"{system:12s} {counts[system]:9,.0f} instructions per task (parent)")
     print(f"ratio        {counts['sae-copied'] / counts['ppe']:9.2f}")
     return 0

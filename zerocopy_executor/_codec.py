@@ -40,7 +40,6 @@ __all__ = [
     "DecodeSession",
     "EncodeSession",
     "TaskDecodeSession",
-    "cached_callable",
     "decode",
     "encode_call",
     "encode_plain",
@@ -311,14 +310,9 @@ class _ResultPickler(ForkingPickler):
 _CALLABLES: weakref.WeakKeyDictionary[Any, tuple[bytes, bool]] = weakref.WeakKeyDictionary()
 
 
-def cached_callable(fn: Any) -> tuple[bytes, bool] | None:
-    """Return what encode_callable gave for this callable before, if it was kept."""
-    return _CALLABLES.get(fn) if type(fn) is partial else None
-
-
 def encode_callable(fn: Any, session: EncodeSession) -> tuple[bytes, bool]:
     """Pickle a task's callable; return its bytes and whether a worker may cache them."""
-    cached = cached_callable(fn)
+    cached = _CALLABLES.get(fn) if type(fn) is partial else None
     if cached is not None:
         return cached
     before = len(session.pinned), dict(session.tally)

@@ -156,12 +156,11 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         adopted = False
         try:
             with envelope.sealed:  # not sent before the future can decode the reply
-                future = SharedFuture.adopt(super().submit(run_task, envelope), envelope, state)  # type: ignore[arg-type]
+                future = SharedFuture.adopt(super().submit(run_task, envelope), envelope)  # type: ignore[arg-type]
                 adopted = True
         finally:
             if not adopted:  # an error, or Ctrl-C: if the task was queued, it must not send anything
-                envelope.release(recycle=False)
-                state.task_settled(envelope)
+                envelope.settle(recycle=False)
         future.watch()
         return future
 

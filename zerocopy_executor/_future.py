@@ -6,7 +6,8 @@ with the result still encoded, and SharedFuture.set_result decodes it, so a fail
 fails only that future (fact 6). submit() gives the future this class before the task
 can be sent (the envelope is sealed until then), so every reply passes through it.
 Settling in the one future, rather than in a second one chained by a done-callback,
-takes about a sixth off the parent's time per tiny task (W5).
+is part of what took a tiny task from about 445,000 parent instructions to 405,000
+(benchmarks/w5_instructions.py).
 
 However else a task ends (an exception, cancellation, or even before submit() could
 adopt its future), the done-callback installed by adopt() settles it: Future runs its
@@ -19,7 +20,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from . import _codec
-from ._state import SharingState, TaskEnvelope
+from ._state import TaskEnvelope
 
 __all__ = ["SharedFuture"]
 
@@ -39,15 +40,15 @@ class SharedFuture(Future[Any]):
     ``shutdown(cancel_futures=True)`` cancels (CPython gh-136655), so those waits hang.
     """
 
-    _task: tuple[TaskEnvelope, SharingState]
+    _envelope: TaskEnvelope
 
     @classmethod
-    def adopt(cls, future: Future[Any], envelope: TaskEnvelope, state: SharingState) -> SharedFuture:
+    def adopt(cls, future: Future[Any], envelope: TaskEnvelope) -> SharedFuture:
         """Make a future ProcessPoolExecutor just created settle this task.
 
         Call while the envelope is sealed, then watch() once it is not.
         """
-        future._task = (envelope, state)  # type: ignore[attr-defined]
+        future._envelope = envelope  # type: ignore[attr-defined]
         future.__class__ = cls
         return future  # type: ignore[return-value]  # it is one now
 
@@ -61,11 +62,11 @@ class SharedFuture(Future[Any]):
 
     def set_result(self, result: Any) -> None:  # the worker's reply: decode it first
         """Sets the return value of work associated with the future."""
-        task = vars(self).pop("_task", None)  # atomic: only one caller gets it
-        if task is None:  # settled already: let Future raise InvalidStateError
+        envelope = vars(self).pop("_envelope", None)  # atomic: only one caller gets it
+        if envelope is None:  # settled already: let Future raise InvalidStateError
             super().set_result(result)
             return
-        envelope, state = task
+        state = envelope.state
         value, failure, recycle, kept = None, None, False, []
         try:
             value, tally, kept, copied_nbytes = result
@@ -78,8 +79,7 @@ class SharedFuture(Future[Any]):
         except BaseException as decode_error:  # fail this future, never the pool (fact 6)
             failure = decode_error
         finally:
-            envelope.release(recycle=recycle, kept=kept)
-            state.task_settled(envelope)
+            envelope.settle(recycle=recycle, kept=kept)
         if failure is not None:
             super().set_exception(failure)
         else:
@@ -108,12 +108,10 @@ class SharedFuture(Future[Any]):
 
 def _settle_unsettled(future: Future[Any]) -> None:
     """Done-callback: settle a task that ended without a reply to decode."""
-    task = vars(future).pop("_task", None)  # atomic: set_result may have taken it
-    if task is None:
+    envelope = vars(future).pop("_envelope", None)  # atomic: set_result may have taken it
+    if envelope is None:
         return
-    envelope, state = task
-    envelope.release(recycle=False)  # failed or never sent: nothing to reuse
-    state.task_settled(envelope)
+    envelope.settle(recycle=False)  # failed or never sent: nothing to reuse
     if future.cancelled():
         claim = object()
         if vars(future).setdefault(_CLAIM, claim) is claim:

@@ -115,10 +115,10 @@ class TaskEnvelope:
     the tasks in flight: only about max_workers + 1 call items are pickled ahead.
     """
 
-    __slots__ = ("_buffers", "_call", "_pinned", "_released", "_state", "sealed")
+    __slots__ = ("_buffers", "_call", "_pinned", "_released", "sealed", "state")
 
     def __init__(self, state: SharingState, call: tuple[Any, ...]) -> None:
-        self._state = state
+        self.state = state
         self._call: tuple[Any, ...] | None = call
         self._pinned: Sequence[Any] = ()  # set when sent (no lists per task before that)
         self._buffers: Sequence[_segments.SegmentBuffer] = ()
@@ -135,7 +135,7 @@ class TaskEnvelope:
             if self._call is None:
                 msg = "task was pickled twice; this is a bug in zerocopy_executor"
                 raise SharedArrayError(msg)
-            state = self._state
+            state = self.state
             session = _codec.EncodeSession(state.policy, state.allocate, handover=False)
             lend = state.lend()
             lend_name = None if lend is None else lend[0].name
@@ -152,6 +152,14 @@ class TaskEnvelope:
             if session.tally:
                 state.stats.add(session.tally)
         return (bytes, (payload,))
+
+    def settle(self, *, recycle: bool, kept: list[str] | tuple[str, ...] = ()) -> None:
+        """The task is over: release its segments and take it out of the tasks in flight.
+
+        Called once per task, by whoever ended it (see _future).
+        """
+        self.release(recycle=recycle, kept=kept)
+        self.state.task_settled(self)
 
     def release(self, *, recycle: bool = True, kept: list[str] | tuple[str, ...] = ()) -> None:
         """Drop the task's segments: each is recycled (or unlinked) once no view of it is left.

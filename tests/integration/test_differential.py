@@ -454,14 +454,19 @@ def test_shutdown_wait_false_lets_pending_futures_finish(make_pool, gate):
     assert [f.result(timeout=TIMEOUT) for f in futures] == [0, 1, 2, 3]
 
 
-def test_shutdown_cancel_futures_cancels_only_pending_tasks(make_pool, gate):
-    """shutdown(cancel_futures=True) cancels tasks not yet dispatched; running ones finish."""
-    executor = make_pool(max_workers=1)
+def shut_down_cancelling_behind_a_running_task(executor, gate):
+    """Start a blocking task and six behind it, shutdown(wait=False, cancel_futures=True), open the gate."""
     running = executor.submit(_tasks.block_until, gate.release, gate.started, "first")
     others = [executor.submit(_tasks.double, i) for i in range(6)]
     gate.wait_started()
     executor.shutdown(wait=False, cancel_futures=True)
     gate.open()
+    return running, others
+
+
+def test_shutdown_cancel_futures_cancels_only_pending_tasks(make_pool, gate):
+    """shutdown(cancel_futures=True) cancels tasks not yet dispatched; running ones finish."""
+    running, others = shut_down_cancelling_behind_a_running_task(make_pool(max_workers=1), gate)
     assert running.result(timeout=TIMEOUT) == "first"
     for i, future in enumerate(others):
         try:
@@ -871,11 +876,7 @@ def test_futures_cancelled_by_shutdown_are_done_for_wait_with_us(gate):
     # waiters (their state stays CANCELLED, not CANCELLED_AND_NOTIFIED), so wait()
     # and as_completed() never report them done and time out.
     with SAE(1, mp_context=FORK) as executor:
-        running = executor.submit(_tasks.block_until, gate.release, gate.started, "first")
-        others = [executor.submit(_tasks.double, i) for i in range(6)]
-        gate.wait_started()
-        executor.shutdown(wait=False, cancel_futures=True)
-        gate.open()
+        running, others = shut_down_cancelling_behind_a_running_task(executor, gate)
         assert running.result(timeout=TIMEOUT) == "first"
         done, not_done = cf.wait(others, timeout=SETTLE)
         assert (len(done), not_done) == (6, set())

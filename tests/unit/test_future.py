@@ -27,7 +27,7 @@ def submitted(state, base=None):
     envelope = _state.TaskEnvelope(state, (len, ((),), {}))
     state.in_flight.add(envelope)
     with envelope.sealed:
-        future = SharedFuture.adopt(base or cf.Future(), envelope, state)
+        future = SharedFuture.adopt(base or cf.Future(), envelope)
     future.watch()
     return future
 
