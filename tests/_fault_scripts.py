@@ -335,15 +335,14 @@ def scenario_worker_killed(start_method: str, how: str) -> int:
     del before, doomed, after
     collect()
     ex.shutdown()
+    return report_after_shutdown(seen, ex, outcomes=outcomes)
+
+
+def report_after_shutdown(seen: Seen, ex: Any, **fields: Any) -> int:
+    """Emit the REPORT a scenario ends with: what is left once ex has shut down."""
     collect()
     left = segments_of(seen.pids)
-    emit(
-        "REPORT",
-        outcomes=outcomes,
-        left_after_shutdown=left,
-        live=ex.stats().live_segments,
-        procs=seen.listing(),
-    )
+    emit("REPORT", **fields, left_after_shutdown=left, live=ex.stats().live_segments, procs=seen.listing())
     return 0
 
 
@@ -403,17 +402,7 @@ def scenario_keyboard_interrupt(start_method: str, how: str) -> int:
         ex.shutdown(cancel_futures=True)
     else:
         ex.shutdown()
-    collect()
-    left = segments_of(seen.pids)
-    emit(
-        "REPORT",
-        interrupted=interrupted,
-        got=got,
-        left_after_shutdown=left,
-        live=ex.stats().live_segments,
-        procs=seen.listing(),
-    )
-    return 0
+    return report_after_shutdown(seen, ex, interrupted=interrupted, got=got)
 
 
 def scenario_interrupt_during_submit(start_method: str, rounds: str) -> int:
