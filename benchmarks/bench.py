@@ -213,9 +213,12 @@ def run_w5_interleaved(args: argparse.Namespace, results: list[Measurement]) -> 
 
     Tiny tasks measure the parent's own per-task cost, which on a shared machine drifts
     by up to 2x from one minute to the next (seen here): taking calls in turn gives
-    every system the same drift. Memory is not sampled for W5 (the sampler's thread is
-    stopped): it moves no arrays, and reading /proc every 20 ms from the parent costs a
-    tiny-task run more than the differences measured.
+    every system the same drift. Who goes first changes each round: with
+    ProcessPoolExecutor and ours in fixed order, whichever went second was 2-29%
+    slower (seen here; two ProcessPoolExecutors showed no such effect). Memory is not
+    sampled for W5 (the sampler's thread is stopped): it moves no arrays, and reading
+    /proc every 20 ms from the parent costs a tiny-task run more than the differences
+    measured.
     """
     context = multiprocessing.get_context(args.start_method)
     runners: list[Runner] = []
@@ -235,8 +238,10 @@ def run_w5_interleaved(args: argparse.Namespace, results: list[Measurement]) -> 
                 len(times[0]) < policy.min_calls or time.perf_counter() - start < policy.budget * len(active)
             )
         ):
-            for runner, runner_times in zip(active, times, strict=True):
-                runner_times.append(_timed(runner.w5))
+            first_up = len(times[0]) % len(active)  # whoever goes second in a round is ~10% slower
+            for turn in range(len(active)):
+                index = (first_up + turn) % len(active)
+                times[index].append(_timed(active[index].w5))
         for runner, first, t in zip(active, firsts, times, strict=True):
             _progress(f"W5 {runner.label} {statistics.median(t) * 1e3:.2f} ms (n={len(t)}, calls in turn)\n")
             low, high = (float(q) for q in np.percentile(t, [25, 75]))

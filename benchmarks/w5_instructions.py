@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import multiprocessing
+import os
 import re
 import shutil
 import subprocess
@@ -50,6 +51,8 @@ def instructions(valgrind: str, system: str, calls: int) -> int:
             capture_output=True,
             text=True,
             check=True,
+            # OpenBLAS's idle threads otherwise add a few million instructions at random.
+            env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
         )
     found = re.search(r"Collected : (\d+)", out.stderr)
     if found is None:

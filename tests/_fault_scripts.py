@@ -220,6 +220,10 @@ def task_shared_result_unlinked(n: int) -> np.ndarray:
     return out
 
 
+def task_shared_result_unlinked_if(n: int, unlink: bool) -> np.ndarray:
+    return task_shared_result_unlinked(n) if unlink else task_shared_result(n, 1.0)
+
+
 def task_segment_modes(a: np.ndarray, creator: int) -> dict[str, int]:
     """Return name -> st_mode of the segments creator has linked (while a is in flight)."""
     del a
@@ -520,28 +524,32 @@ def scenario_segment_unlinked(start_method: str) -> int:
 
 
 def scenario_result_rebuild_fails(start_method: str, how: str) -> int:
-    """Rebuilding one result in the parent fails: that future fails, the pool does not."""
+    """Rebuilding one result in the parent fails: that future (or map item) fails, the pool does not."""
     seen = Seen()
     with zc.SharedArrayExecutor(2, mp_context=context(start_method)) as ex:
         before = set(segments_of([os.getpid()]))
         keeper = zc.empty(MiB)  # a real segment, to forge a descriptor against
         name = _find_new_segment(before)
         ok_before = [ex.submit(task_slow_double, np.ones(MiB), 0.1) for _ in range(2)]
-        bad: Future[Any]
-        if how == "unlinked":
-            bad = ex.submit(task_shared_result_unlinked, MiB)
-        else:  # a descriptor 8 bytes past the segment's end
-            bad = ex.submit(task_return_forged, name, 8, MiB)
-        ok_after = [ex.submit(task_slow_double, np.ones(MiB), 0.1) for _ in range(2)]
+        error, outcomes = None, []
         try:
-            bad.result(timeout=TIMEOUT)
-            error = None
+            if how == "unlinked":
+                ex.submit(task_shared_result_unlinked, MiB).result(timeout=TIMEOUT)
+            elif how == "forged":  # a descriptor 8 bytes past the segment's end
+                ex.submit(task_return_forged, name, 8, MiB).result(timeout=TIMEOUT)
+            else:  # map() over plain arguments: the reply decodes in the manager thread
+                results = ex.map(
+                    task_shared_result_unlinked_if, [MiB] * 3, [False, True, False], timeout=TIMEOUT
+                )
+                outcomes.append("ok" if np.array_equal(next(results), np.ones(MiB)) else "wrong")
+                next(results)
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
-        outcomes = [outcome(f, np.full(MiB, 2.0)) for f in ok_before + ok_after]
+        ok_after = [ex.submit(task_slow_double, np.ones(MiB), 0.1) for _ in range(2)]
+        outcomes += [outcome(f, np.full(MiB, 2.0)) for f in ok_before + ok_after]
         outcomes.append(outcome(ex.submit(task_shared_result, MiB, 4.0), np.full(MiB, 4.0)))
         seen.look()
-        del keeper, ok_before, ok_after, bad
+        del keeper, ok_before, ok_after
         collect()
     collect()
     emit("REPORT", error=error, outcomes=outcomes, left=segments_of(seen.pids), procs=seen.listing())

@@ -42,6 +42,7 @@ __all__ = [
     "TaskDecodeSession",
     "decode",
     "encode_call",
+    "encode_function",
     "encode_plain",
     "encode_result",
     "is_plain",
@@ -304,7 +305,7 @@ class _ResultPickler(ForkingPickler):
         return NotImplemented
 
 
-# map() submits the same partial(_process_chunk, fn) with every chunk; pickling it
+# map() submits the same partial(run_chunk, fn) with every chunk that holds arrays; pickling it
 # (with a __main__ function's by-value fallback) each time cost ~10 us per tiny task.
 # Its encoding is kept for as long as that partial lives, unless it holds arrays.
 _CALLABLES: weakref.WeakKeyDictionary[Any, tuple[bytes, bool]] = weakref.WeakKeyDictionary()
@@ -376,6 +377,35 @@ def encode_call(call: Any, session: EncodeSession) -> bytes:
     buffer = io.BytesIO()
     _ArgumentPickler(buffer, session).dump(call)
     return buffer.getvalue()
+
+
+class _ArrayFreeSession(EncodeSession):
+    """A session that gives up at the first array (see encode_function)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(SharingPolicy(), _no_segments, handover=False)
+
+    def reduce_array(self, array: NDArray[Any]) -> tuple[Any, ...] | None:
+        raise _NotPlain
+
+
+def _no_segments(nbytes: int) -> tuple[_segments.SegmentBuffer, NDArray[Any] | None]:
+    raise AssertionError  # _ArrayFreeSession never asks
+
+
+def encode_function(fn: Any) -> bytes | None:
+    """Pickle map()'s function once for all its chunks, or return None if it cannot be.
+
+    Not if it holds an array, which would be pinned (or copied) for as long as the
+    bytes are reused; nor if it fails to pickle, which the per-task path reports in
+    the task's future, as ProcessPoolExecutor does.
+    """
+    try:
+        return encode_call(fn, _ArrayFreeSession())
+    except Exception:  # reported per task instead (see above)
+        return None
 
 
 def encode_result(result: Any, session: EncodeSession) -> bytes:

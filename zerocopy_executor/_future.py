@@ -19,7 +19,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
-from . import _codec
+from . import _replies
 from ._state import TaskEnvelope
 
 __all__ = ["SharedFuture"]
@@ -66,15 +66,10 @@ class SharedFuture(Future[Any]):
         if envelope is None:  # settled already: let Future raise InvalidStateError
             super().set_result(result)
             return
-        state = envelope.state
         value, failure, recycle, kept = None, None, False, []
         try:
-            value, tally, kept, copied_nbytes = result
-            state.lend_nbytes = copied_nbytes
-            if tally is not None:  # encoded (else a plain value, sent as it is)
-                if tally:
-                    state.stats.add(tally)
-                value = _codec.decode(value, _codec.DecodeSession(state.adopt))
+            data, tally, kept, copied_nbytes = result
+            value = _replies.decode_reply(envelope.state, data, tally, copied_nbytes)
             recycle = True
         except BaseException as decode_error:  # fail this future, never the pool (fact 6)
             failure = decode_error

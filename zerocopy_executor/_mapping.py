@@ -1,9 +1,10 @@
-"""map(..., buffersize=N) before Python 3.14: stream an iterable with bounded memory.
+"""map(): chunks submitted ahead of the consumer, results yielded in order.
 
-Python 3.14 added *buffersize* to ``Executor.map`` (gh-74028): at most that many
-tasks (chunks, for a process pool) are submitted ahead of the results consumed, so
-a generator of large arrays is read lazily instead of all at once. This module gives
-the same semantics, through the executor's public ``submit``, on 3.10 to 3.13.
+As ProcessPoolExecutor.map, with Python 3.14's *buffersize* on every version
+(gh-74028): at most that many tasks (chunks) are submitted ahead of the results
+consumed, so a generator of large arrays is read lazily instead of all at once.
+How each chunk is sent is the executor's business (ChunkSubmitter); a chunk whose
+reply could not be decoded raises here, at its place in the results.
 """
 
 from __future__ import annotations
@@ -11,13 +12,22 @@ from __future__ import annotations
 import collections
 import itertools
 import time
-import weakref
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future
-from functools import partial
-from typing import Any
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any, Protocol
 
-__all__ = ["check_map_arguments", "map_with_buffer", "run_chunk"]
+from ._replies import DecodeFailure
+
+__all__ = ["Chunk", "ChunkSubmitter", "check_map_arguments", "map_chunks"]
+
+Chunk = tuple[tuple[Any, ...], ...]  # argument tuples
+
+
+class ChunkSubmitter(Protocol):
+    """Sends map()'s chunks; its future's result is the chunk's list of results."""
+
+    def submit_next(self, chunks: Iterator[Chunk]) -> Future[list[Any]] | None:
+        """Submit the next chunk; None if there is none, or the executor is gone."""
 
 
 def check_map_arguments(chunksize: int, buffersize: object) -> None:
@@ -33,56 +43,55 @@ def check_map_arguments(chunksize: int, buffersize: object) -> None:
         raise ValueError(msg)
 
 
-def run_chunk(fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> list[Any]:
-    """Run fn over one chunk of argument tuples in a worker."""
-    return [fn(*args) for args in chunk]
-
-
-def _batched(iterable: Iterable[Any], n: int) -> Iterator[tuple[Any, ...]]:
+def _batched(iterable: Iterable[Any], n: int) -> Iterator[Chunk]:
     iterator = iter(iterable)
     while batch := tuple(itertools.islice(iterator, n)):
         yield batch
 
 
-def _result_or_cancel(future: Future[Any], timeout: float | None = None) -> Any:
+def _chunk_results(future: Future[Any], timeout: float | None) -> list[Any]:
     try:
         try:
-            return future.result(timeout)
+            results: list[Any] | DecodeFailure = future.result(timeout)
         finally:
             future.cancel()
     finally:
-        del future  # do not keep the result alive through this frame
+        del future  # do not keep the results alive through this frame
+    if type(results) is DecodeFailure:
+        raise results.error
+    return results  # type: ignore[return-value]  # not a DecodeFailure
 
 
-def map_with_buffer(  # noqa: PLR0913 - map's own parameters, passed through
-    executor: Executor,
-    fn: Callable[..., Any],
+def map_chunks(
+    tasks: ChunkSubmitter,
     iterables: tuple[Iterable[Any], ...],
     *,
     timeout: float | None,
     chunksize: int,
-    buffersize: int,
+    buffersize: int | None,
 ) -> Iterator[Any]:
-    """Submit chunks lazily, never more than buffersize ahead of the consumer."""
+    """Submit map()'s chunks, all at once or buffersize ahead of the consumer; yield results in order."""
     end_time = None if timeout is None else timeout + time.monotonic()
     chunks = _batched(zip(*iterables, strict=False), chunksize)
-    task = partial(run_chunk, fn)
-    futures = collections.deque(
-        executor.submit(task, chunk) for chunk in itertools.islice(chunks, buffersize)
-    )
-    executor_ref = weakref.ref(executor)
+    futures: collections.deque[Future[list[Any]]] = collections.deque()
+    while buffersize is None or len(futures) < buffersize:
+        first = tasks.submit_next(chunks)
+        if first is None:
+            break
+        futures.append(first)
+    del first
 
     def result_iterator() -> Iterator[Any]:
         try:
             futures.reverse()  # pop() from the right yields in submission order
             while futures:
-                live = executor_ref()
-                chunk = next(chunks, None) if live is not None else None
-                if live is not None and chunk is not None:
-                    futures.appendleft(live.submit(task, chunk))
-                del live
+                if buffersize is not None and (ahead := tasks.submit_next(chunks)) is not None:
+                    futures.appendleft(ahead)  # still ahead when it is popped: no reference kept
                 remaining = None if end_time is None else end_time - time.monotonic()
-                yield from _result_or_cancel(futures.pop(), remaining)
+                results = _chunk_results(futures.pop(), remaining)
+                results.reverse()
+                while results:  # hold no result once yielded, as ProcessPoolExecutor.map
+                    yield results.pop()
         finally:
             for future in futures:
                 future.cancel()

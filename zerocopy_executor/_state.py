@@ -13,14 +13,14 @@ from multiprocessing.context import BaseContext
 from multiprocessing.managers import SharedMemoryManager
 from typing import Any
 
-from . import _codec, _pool, _segments
+from . import _codec, _pool, _replies, _segments
 from ._config import SharingPolicy
 from ._errors import SegmentError, SharedArrayError
 from ._ledger import LedgerClient, start_ledger
 from ._stats import StatsCounter
 from ._worker import WITHDRAWN, WorkerSetup
 
-__all__ = ["SharingState", "TaskEnvelope"]
+__all__ = ["SharingState", "TaskEnvelope", "TaskTicket"]
 
 
 class SharingState:
@@ -35,13 +35,14 @@ class SharingState:
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         # Tasks submitted and not yet settled (set.add and discard need no lock).
-        self.in_flight: set[TaskEnvelope] = set()
+        self.in_flight: set[TaskEnvelope | TaskTicket] = set()
         self.manager: SharedMemoryManager | None = None
         self.ledger: LedgerClient | None = None
         self.closed = False
         self.pool = _pool.SegmentPool(_pool_cap_nbytes())
         # Size of the largest array the last result copied: lend a segment that size.
         self.lend_nbytes = 0
+        self.token = _replies.register(self)  # how map() chunks' replies find us
 
     def start_ledger(self) -> None:
         """Start the SharedMemoryManager before the first worker (it is in their setup)."""
@@ -63,9 +64,13 @@ class SharingState:
             self.live.add(buffer.name)
         return buffer, _pool.lease(buffer, self.pool)
 
+    def lends(self) -> bool:
+        """Whether tasks get a segment for their result: the last result copied a large array."""
+        return self.lend_nbytes != 0 and self.lend_nbytes >= self.policy.min_nbytes
+
     def lend(self) -> tuple[_segments.SegmentBuffer, Any] | None:
         """A segment for the task's result, sized like the last result (None if none)."""
-        if self.lend_nbytes == 0 or self.lend_nbytes < self.policy.min_nbytes:
+        if not self.lends():
             return None
         try:
             return self.allocate(self.lend_nbytes)
@@ -83,8 +88,8 @@ class SharingState:
         if self.ledger is not None and not self.closed:
             self.ledger.forget(name)
 
-    def task_settled(self, envelope: TaskEnvelope) -> None:
-        self.in_flight.discard(envelope)
+    def task_settled(self, task: TaskEnvelope | TaskTicket) -> None:
+        self.in_flight.discard(task)
         if not self.in_flight:
             with self.lock:
                 self.idle.notify_all()
@@ -176,6 +181,22 @@ class TaskEnvelope:
                 if not recycle or buffer.name in kept:
                     _pool.never_recycle(buffer)
             self._pinned, self._buffers, self._call = (), (), None
+
+
+class TaskTicket:
+    """A task sent with nothing pinned (a plain map() chunk): only counted in flight.
+
+    It is the task's done-callback: close() waits until every reply has been decoded.
+    """
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: SharingState) -> None:
+        self.state = state
+        state.in_flight.add(self)
+
+    def __call__(self, future: object) -> None:
+        self.state.task_settled(self)
 
 
 def _pool_cap_nbytes() -> int:

@@ -18,9 +18,10 @@ from . import _arrays, _codec, _segments
 from ._config import SharingPolicy
 from ._errors import SharedArrayError
 from ._ledger import LedgerClient
+from ._replies import ChunkReply
 from ._watchdog import exit_with_parent
 
-__all__ = ["WITHDRAWN", "WorkerSetup", "initialize", "run_task"]
+__all__ = ["WITHDRAWN", "WorkerSetup", "initialize", "run_chunk", "run_plain_chunk", "run_task"]
 
 WITHDRAWN = b""  # the payload of a task released before it was sent: refused
 
@@ -130,7 +131,7 @@ _CALLABLES: OrderedDict[bytes, Any] = OrderedDict()
 _CALLABLES_MAX = 32
 
 
-def _callable(data: bytes, cacheable: bool, decoding: _codec.TaskDecodeSession) -> Any:
+def _callable(data: bytes, cacheable: bool, decoding: _codec.TaskDecodeSession | None) -> Any:
     if not cacheable:  # it holds arrays: decode it with the task's own segments
         return _codec.decode(data, decoding)
     fn = _CALLABLES.get(data)
@@ -174,3 +175,23 @@ def run_task(payload: bytes) -> Reply:
     tally, copied_nbytes = encoding.tally, encoding.copied_nbytes
     del encoding
     return data, tally, decoding.kept(), copied_nbytes
+
+
+def run_chunk(fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> list[Any]:
+    """Run fn over one chunk of map()'s argument tuples."""
+    return [fn(*args) for args in chunk]
+
+
+def run_plain_chunk(token: int, function: bytes, chunk: bytes) -> list[Any] | ChunkReply:
+    """Run a map() chunk sent without an envelope: plain arguments, a function with no array.
+
+    Returns the results as they are if they are plain, else encoded in a ChunkReply
+    (nothing was lent, and no argument is in shared memory, so nothing else to report).
+    """
+    results = run_chunk(_callable(function, True, None), pickle.loads(chunk))
+    if _codec.is_plain(results):
+        return results
+    encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True)
+    data = _codec.encode_result(results, encoding)
+    del results
+    return ChunkReply(token, data, encoding.tally, encoding.copied_nbytes)

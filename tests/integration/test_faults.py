@@ -397,14 +397,14 @@ def test_unlinked_argument_segment_fails_only_its_task(tmp_path, reaper, start_m
     assert_nothing_left(run, reaper)
 
 
-@pytest.mark.parametrize("how", ["unlinked", "forged"])
+@pytest.mark.parametrize("how", ["unlinked", "forged", "unlinked-in-map"])
 def test_result_rebuild_failure_fails_only_that_future(tmp_path, reaper, start_method, how):
-    """A result the parent cannot rebuild fails that one future with SegmentError; the pool works on."""
+    """A result the parent cannot rebuild fails its future (or map item): SegmentError; the pool works on."""
     run = run_scenario(tmp_path, reaper, "scenario_result_rebuild_fails", start_method, how)
     report = run.report
     assert report["error"] is not None, "the unrebuildable result was delivered"
     assert report["error"].startswith("SegmentError: "), report["error"]
-    assert report["outcomes"] == ["ok"] * 5, run.explain()
+    assert report["outcomes"] == ["ok"] * (6 if how == "unlinked-in-map" else 5), run.explain()
     assert report["left"] == [], run.explain()
     assert_quiet(run)
     assert_nothing_left(run, reaper)

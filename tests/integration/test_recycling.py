@@ -57,6 +57,18 @@ def test_lent_segment_belongs_to_one_result(executor):
             assert not np.shares_memory(results[i], results[j])
 
 
+def test_map_results_stay_distinct_once_segments_are_lent(executor):
+    """map() over numbers returning large arrays: each result is its own memory, lent segments or not."""
+    values = [float(i) for i in range(6)]
+    results = list(executor.map(_tasks.make_plain, [N] * 6, values, buffersize=1))
+    results += executor.map(_tasks.make_plain, [N] * 6, values)  # all lent this time
+    for r, value in zip(results, values * 2, strict=True):
+        assert (r == value).all()
+    for i in range(len(results)):
+        for j in range(i + 1, len(results)):
+            assert not np.shares_memory(results[i], results[j])
+
+
 def test_failed_task_segments_are_unlinked_not_recycled(executor):
     """A failed task's argument segment is unlinked, not kept for reuse."""
     executor.submit(_tasks.total, np.ones(N)).result(TIMEOUT)  # warm the pool

@@ -1,0 +1,96 @@
+"""Replies decoded in the parent: a map() chunk's reply decodes itself, and never raises."""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import pickle
+import threading
+
+import numpy as np
+import pytest
+
+from zerocopy_executor import SegmentError, _codec, _config, _replies, _segments, _state, _worker
+
+
+@pytest.fixture
+def state():
+    policy = _config.SharingPolicy()
+    context = multiprocessing.get_context("spawn")  # nothing is started here
+    return _state.SharingState(policy, context, _worker.WorkerSetup(0, policy, None, ()))
+
+
+def worker_encoded(value, handover=True):
+    """Encode value as a worker encodes a result; return the bytes and the session."""
+    session = _codec.EncodeSession(_config.SharingPolicy(), _allocate, handover=handover)
+    return _codec.encode_result(value, session), session
+
+
+def _allocate(nbytes):
+    return _segments.create(nbytes), None
+
+
+def test_a_plain_reply_is_returned_as_it_is(state):
+    """A reply with no tally is the result itself; only the size to lend is noted."""
+    state.lend_nbytes = 123
+    assert _replies.decode_reply(state, [1, "a"], None, 0) == [1, "a"]
+    assert state.lend_nbytes == 0
+
+
+def test_a_chunk_reply_decodes_while_unpickled_and_counts(state):
+    """A ChunkReply unpickles to its results, with the executor owning and counting its segments."""
+    data, session = worker_encoded([np.arange(1 << 16, dtype=np.float64)])
+    reply = _replies.ChunkReply(state.token, data, session.tally, session.copied_nbytes)
+    del session
+    (array,) = pickle.loads(pickle.dumps(reply))
+    np.testing.assert_array_equal(array, np.arange(1 << 16, dtype=np.float64))
+    assert len(state.live) == 1
+    assert state.stats.snapshot(0).arrays_copied == 1
+    assert state.lend_nbytes == array.nbytes  # the next tasks get a segment lent for their results
+    name = next(iter(state.live))
+    del array
+    gc.collect()
+    _segments.drain_releases()
+    assert name not in state.live  # released with its last view
+
+
+def test_a_chunk_reply_that_fails_to_decode_becomes_a_decode_failure(state):
+    """Unpickling a reply whose segment is gone gives a DecodeFailure holding the error, not an exception."""
+    data, session = worker_encoded([np.ones(1 << 16)])
+    (buffer,) = session.buffers
+    _segments.unlink(buffer.name, unregister_if_gone=True)
+    reply = _replies.ChunkReply(state.token, data, session.tally, session.copied_nbytes)
+    del session, buffer
+    failure = pickle.loads(pickle.dumps(reply))
+    assert type(failure) is _replies.DecodeFailure
+    assert isinstance(failure.error, SegmentError)
+
+
+def test_a_chunk_reply_for_an_unknown_executor_becomes_a_decode_failure():
+    """A token no executor holds cannot raise in the manager thread either."""
+    reply = _replies.ChunkReply(0, pickle.dumps([1]), {}, 0)
+    failure = pickle.loads(pickle.dumps(reply))
+    assert type(failure) is _replies.DecodeFailure
+    assert isinstance(failure.error, KeyError)
+
+
+def test_encode_function_pickles_a_function_without_arrays():
+    """map() pickles its function once when it holds no array: the bytes rebuild it."""
+    data = _codec.encode_function(len)
+    assert data is not None
+    assert pickle.loads(data) is len
+
+
+def test_encode_function_gives_up_at_an_array_without_copying_it():
+    """A function holding an array goes with each task instead (None), and nothing was shared."""
+    captured = np.ones(1 << 20)
+    before = _segments.owned_live_names()
+    assert _codec.encode_function(lambda: captured.sum() + 1) is None
+    assert _codec.encode_function(captured.sum) is None
+    assert _segments.owned_live_names() == before
+
+
+def test_encode_function_returns_none_for_an_unpicklable_function():
+    """An unpicklable function is left to the per-task path, which fails each task's future."""
+    lock = threading.Lock()
+    assert _codec.encode_function(lambda: lock) is None

@@ -1,0 +1,97 @@
+"""A worker's reply, decoded in the parent.
+
+Replies reach the parent two ways:
+
+- a submitted task's reply arrives still encoded, and SharedFuture.set_result decodes
+  it (_future);
+- a plain map() chunk's reply (see SharedArrayExecutor.map) is its results as they
+  are, or a ChunkReply, which decodes itself while the manager thread unpickles it.
+  Unpickling in that thread must not raise (an error there breaks the pool, fact 6),
+  so a reply that fails to decode becomes a DecodeFailure, which only map's own
+  iterator sees and raises.
+
+A ChunkReply names its executor by a token, since the unpickler knows nothing else.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from typing import Any, Protocol
+
+from . import _codec, _segments
+from ._stats import StatsCounter
+
+__all__ = ["ChunkReply", "DecodeFailure", "ReplyReceiver", "decode_reply", "register"]
+
+
+class ReplyReceiver(Protocol):
+    """What decoding a reply needs from the executor's sharing state."""
+
+    lend_nbytes: int
+    stats: StatsCounter
+
+    def adopt(self, buffer: _segments.SegmentBuffer) -> None: ...
+
+
+_RECEIVERS: weakref.WeakValueDictionary[int, ReplyReceiver] = weakref.WeakValueDictionary()
+_TOKENS = itertools.count(1)
+
+
+def register(receiver: ReplyReceiver) -> int:
+    """Return the token by which this process's ChunkReplies will find receiver."""
+    token = next(_TOKENS)
+    _RECEIVERS[token] = receiver
+    return token
+
+
+def decode_reply(receiver: ReplyReceiver, data: Any, tally: dict[str, int] | None, copied_nbytes: int) -> Any:
+    """Decode a task's result: map its segments and take ownership of those handed over.
+
+    Args:
+        receiver: the executor's sharing state.
+        data: the encoded result, or, if tally is None, the result itself.
+        tally: the paths the result's arrays took (None: a plain result).
+        copied_nbytes: the largest array the worker copied (lent next time).
+
+    Raises:
+        SegmentError: a segment is gone or a descriptor is out of bounds.
+    """
+    receiver.lend_nbytes = copied_nbytes
+    if tally is None:
+        return data
+    if tally:
+        receiver.stats.add(tally)
+    return _codec.decode(data, _codec.DecodeSession(receiver.adopt))
+
+
+class DecodeFailure:
+    """What a map() chunk's future holds when its reply could not be decoded."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class ChunkReply:
+    """A plain map() chunk's results with arrays in them, decoded as they are unpickled."""
+
+    __slots__ = ("copied_nbytes", "data", "tally", "token")
+
+    def __init__(self, token: int, data: bytes, tally: dict[str, int], copied_nbytes: int) -> None:
+        self.token = token
+        self.data = data
+        self.tally = tally
+        self.copied_nbytes = copied_nbytes
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_receive_chunk, (self.token, self.data, self.tally, self.copied_nbytes))
+
+
+def _receive_chunk(token: int, data: bytes, tally: dict[str, int], copied_nbytes: int) -> Any:
+    try:
+        receiver = _RECEIVERS[token]  # alive: its executor's close() waits for this task
+        return decode_reply(receiver, data, tally, copied_nbytes)
+    except BaseException as error:  # fail this chunk, never the pool (fact 6)
+        return DecodeFailure(error)
