@@ -342,6 +342,38 @@ def scenario_worker_killed(start_method: str, how: str) -> int:
     return report_after_shutdown(seen, ex, outcomes=outcomes)
 
 
+def task_wait_then(x: int, seconds: float, die: bool) -> int:
+    time.sleep(seconds)
+    if die:
+        os._exit(1)
+    return x
+
+
+def scenario_map_abandoned_then_worker_dies(start_method: str) -> int:
+    """map() times out and cancels its queued chunks, then a worker dies: the pool still winds down.
+
+    Before 3.12 the broken pool's clean-up raised at the first cancelled future (gh-107219).
+    """
+    seen = Seen()
+    ex = zc.SharedArrayExecutor(2, mp_context=context(start_method))
+    n = 12  # chunk 0 dies at 1 s, chunk 1 takes 2 s; map gives up at 0.3 s
+    seconds, die = [1.0, 2.0] + [0.0] * (n - 2), [True] + [False] * (n - 1)
+    results = ex.map(task_wait_then, range(n), seconds, die, timeout=0.3)
+    try:
+        first = f"value {next(results)}"
+    except TimeoutError:
+        first = "timeout"
+    seen.look()
+    time.sleep(1.5)  # the worker has died, and the pool broke
+    try:
+        late = outcome(ex.submit(task_identity, 1))
+    except BrokenProcessPool:
+        late = "broken"
+    seen.look()
+    ex.shutdown()
+    return report_after_shutdown(seen, ex, first=first, late=late)
+
+
 def report_after_shutdown(seen: Seen, ex: Any, **fields: Any) -> int:
     """Emit the REPORT a scenario ends with: what is left once ex has shut down."""
     collect()

@@ -22,7 +22,7 @@ from typing import Any
 from . import _replies
 from ._state import TaskEnvelope
 
-__all__ = ["SharedFuture"]
+__all__ = ["CancelSafeFuture", "SharedFuture"]
 
 # Who calls Future.set_running_or_notify_cancel on a cancelled future, our done-callback
 # or the manager thread: the first to claim it with dict.setdefault (atomic), as Future
@@ -31,7 +31,24 @@ _CLAIM = "_notify_claim"
 _MANAGER = "manager"
 
 
-class SharedFuture(Future[Any]):
+class CancelSafeFuture(Future[Any]):
+    """A future that a broken pool cannot fail once it is cancelled.
+
+    On 3.10 and 3.11 a broken pool fails every task it knows of, cancelled ones too,
+    and the InvalidStateError Future raises stops its manager thread before the rest
+    are failed and the workers stopped (gh-107219, fixed in 3.12).
+    """
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        """Sets the result of the future as being the given exception."""
+        if self.cancelled():
+            return
+        super().set_exception(exception)
+
+    set_exception.__doc__ = Future.set_exception.__doc__
+
+
+class SharedFuture(CancelSafeFuture):
     """A task's future: its segments are released exactly once, before its outcome shows.
 
     One divergence from ProcessPoolExecutor, in the caller's favour: a cancelled future
@@ -80,15 +97,6 @@ class SharedFuture(Future[Any]):
         else:
             super().set_result(value)
 
-    def set_exception(self, exception: BaseException | None) -> None:
-        """Sets the result of the future as being the given exception."""
-        if self.cancelled():
-            # On 3.10 and 3.11 a broken pool fails every task it knows of, cancelled
-            # ones too, and the InvalidStateError Future raises would stop its manager
-            # thread before the rest are failed (3.12 catches it).
-            return
-        super().set_exception(exception)
-
     def set_running_or_notify_cancel(self) -> bool:
         """Mark the future as running or process any cancel notifications."""
         if vars(self).setdefault(_CLAIM, _MANAGER) is not _MANAGER:
@@ -97,7 +105,6 @@ class SharedFuture(Future[Any]):
 
     # Future's own words: the behaviour callers see is Future's.
     set_result.__doc__ = Future.set_result.__doc__
-    set_exception.__doc__ = Future.set_exception.__doc__
     set_running_or_notify_cancel.__doc__ = Future.set_running_or_notify_cancel.__doc__
 
 

@@ -29,6 +29,9 @@ class ChunkSubmitter(Protocol):
     def submit_next(self, chunks: Iterator[Chunk]) -> Future[list[Any]] | None:
         """Submit the next chunk; None if there is none, or the executor is gone."""
 
+    def cancel(self, future: Future[list[Any]]) -> None:
+        """Cancel a chunk's future, if it has not started."""
+
 
 def check_map_arguments(chunksize: int, buffersize: object) -> None:
     """Raise the errors ProcessPoolExecutor.map raises for these (3.14 wording)."""
@@ -49,12 +52,12 @@ def _batched(iterable: Iterable[Any], n: int) -> Iterator[Chunk]:
         yield batch
 
 
-def _chunk_results(future: Future[Any], timeout: float | None) -> list[Any]:
+def _chunk_results(tasks: ChunkSubmitter, future: Future[Any], timeout: float | None) -> list[Any]:
     try:
-        try:
-            results: list[Any] | DecodeFailure = future.result(timeout)
-        finally:
-            future.cancel()
+        results: list[Any] | DecodeFailure = future.result(timeout)
+    except BaseException:  # a timeout, or Ctrl-C: the chunk is not wanted any more
+        tasks.cancel(future)
+        raise
     finally:
         del future  # do not keep the results alive through this frame
     if type(results) is DecodeFailure:
@@ -88,12 +91,12 @@ def map_chunks(
                 if buffersize is not None and (ahead := tasks.submit_next(chunks)) is not None:
                     futures.appendleft(ahead)  # still ahead when it is popped: no reference kept
                 remaining = None if end_time is None else end_time - time.monotonic()
-                results = _chunk_results(futures.pop(), remaining)
+                results = _chunk_results(tasks, futures.pop(), remaining)
                 results.reverse()
                 while results:  # hold no result once yielded, as ProcessPoolExecutor.map
                     yield results.pop()
         finally:
             for future in futures:
-                future.cancel()
+                tasks.cancel(future)
 
     return result_iterator()

@@ -228,6 +228,17 @@ def test_worker_death_breaks_pending_futures_and_leaks_no_segment(tmp_path, reap
     assert_nothing_left(run, reaper)
 
 
+def test_worker_death_after_map_gave_up_winds_the_pool_down(tmp_path, reaper, start_method):
+    """A worker dies after map() cancelled its queued chunks: the pool breaks quietly, leaving nothing."""
+    run = run_scenario(tmp_path, reaper, "scenario_map_abandoned_then_worker_dies", start_method)
+    report = run.report
+    assert report["first"] == "timeout", run.explain()
+    assert report["late"] == "broken", run.explain()
+    assert report["left_after_shutdown"] == [], run.explain()
+    assert_quiet(run)  # before 3.12, the clean-up's InvalidStateError traceback (gh-107219)
+    assert_nothing_left(run, reaper)
+
+
 # --- 2. the parent is SIGKILLed ---------------------------------------------------
 
 
