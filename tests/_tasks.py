@@ -233,3 +233,14 @@ def same_object(a: Any, b: Any) -> bool:
 def array_kind(a: np.ndarray) -> tuple[str, bool]:
     """The class name of an array argument and whether the worker may write to it."""
     return type(a).__name__, bool(a.flags.writeable)
+
+
+class CallCounter:
+    """A callable object with state: pickled per task, each task counts from zero."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, _: Any = None) -> int:
+        self.calls += 1
+        return self.calls

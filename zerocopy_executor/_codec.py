@@ -46,6 +46,7 @@ __all__ = [
     "encode_plain",
     "encode_result",
     "is_plain",
+    "is_reusable",
 ]
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -318,10 +319,37 @@ def encode_callable(fn: Any, session: EncodeSession) -> tuple[bytes, bool]:
         return cached
     before = len(session.pinned), dict(session.tally)
     data = encode_call(fn, session)
-    cacheable = (len(session.pinned), session.tally) == before  # no array inside
+    cacheable = (len(session.pinned), session.tally) == before and is_reusable(fn)  # no array inside
     if cacheable and type(fn) is partial:
         _CALLABLES[fn] = (data, True)
     return data, cacheable
+
+
+def is_reusable(fn: Any) -> bool:
+    """Whether fn has no state of its own, so that decoding it once per worker is safe.
+
+    True for functions and classes (their state lives in their module, as with
+    ProcessPoolExecutor; a closure's cells are decoded once per worker) and partials
+    of them over immutable values. Not for callable objects, bound methods or partials
+    over lists: pickled per task, each task gets its own copy of their state, and a
+    partial's list may change between tasks.
+    """
+    kind = type(fn)
+    if kind is types.FunctionType or isinstance(fn, type):
+        return True
+    if kind is types.BuiltinFunctionType:
+        return fn.__self__ is None or isinstance(fn.__self__, types.ModuleType)
+    if kind is partial:
+        return is_reusable(fn.func) and all(map(_is_immutable, (*fn.args, *fn.keywords.values())))
+    return False
+
+
+def _is_immutable(value: Any) -> bool:
+    if type(value) in _PLAIN_TYPES:
+        return True
+    if type(value) is tuple:
+        return all(map(_is_immutable, value))
+    return is_reusable(value)
 
 
 class _NotPlain(Exception):
@@ -395,15 +423,16 @@ def _no_segments(nbytes: int) -> tuple[_segments.SegmentBuffer, NDArray[Any] | N
     raise AssertionError  # _ArrayFreeSession never asks
 
 
-def encode_function(fn: Any) -> bytes | None:
+def encode_function(fn: Any) -> tuple[bytes, bool] | None:
     """Pickle map()'s function once for all its chunks, or return None if it cannot be.
 
     Not if it holds an array, which would be pinned (or copied) for as long as the
     bytes are reused; nor if it fails to pickle, which the per-task path reports in
-    the task's future, as ProcessPoolExecutor does.
+    the task's future, as ProcessPoolExecutor does. Returns the bytes and whether
+    workers may keep what they decode (see is_reusable).
     """
     try:
-        return encode_call(fn, _ArrayFreeSession())
+        return encode_call(fn, _ArrayFreeSession()), is_reusable(fn)
     except Exception:  # reported per task instead (see above)
         return None
 

@@ -59,6 +59,9 @@ T = TypeVar("T")
 
 # gh-107219: before 3.12 a broken pool's clean-up stops at a cancelled future.
 _CANCELLED_FUTURES_BREAK_CLEAN_UP = sys.version_info < (3, 12)
+# map() holds a plain chunk's bytes from map() until it is sent: larger chunks go
+# through submit(), whose envelope is pickled only then (fact 5).
+_PLAIN_CHUNK_MAX_NBYTES = 64 << 10
 
 
 def _close_in_background(state: SharingState) -> None:
@@ -279,7 +282,7 @@ class _ChunkTasks:
         function = self._function
         if function is not None and not self._state.lends():
             plain = _codec.encode_plain(chunk)
-            if plain is not None:
+            if plain is not None and len(plain) <= _PLAIN_CHUNK_MAX_NBYTES:
                 return self._submit_plain(executor, function, plain)
         return executor.submit(self._task, chunk)
 
@@ -290,17 +293,17 @@ class _ChunkTasks:
         future.cancel()
 
     def _submit_plain(
-        self, executor: SharedArrayExecutor, function: bytes, plain: bytes
+        self, executor: SharedArrayExecutor, function: tuple[bytes, bool], plain: bytes
     ) -> Future[list[Any]]:
         state = self._state
         state.start_ledger()
         ticket = TaskTicket(state)  # in flight until the reply is decoded
-        watched = False
+        future = None
         try:
-            future = ProcessPoolExecutor.submit(executor, run_plain_chunk, state.token, function, plain)
-            future.add_done_callback(ticket)
-            watched = True
+            future = ProcessPoolExecutor.submit(executor, run_plain_chunk, state.token, *function, plain)
         finally:
-            if not watched:
+            if future is None:  # not submitted (or Ctrl-C inside submit(), a risk we take)
                 state.task_settled(ticket)
+            else:
+                future.add_done_callback(ticket)
         return future  # type: ignore[return-value]  # a ChunkReply arrives decoded (see _replies)

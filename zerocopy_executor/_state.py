@@ -97,8 +97,8 @@ class SharingState:
     def close(self) -> None:
         """Release every segment still recorded, except results the user still holds."""
         with self.lock:
-            while self.in_flight:  # the last settle notifies under the lock: no lost wake-up
-                self.idle.wait()
+            while self.in_flight:  # the last settle notifies under the lock
+                self.idle.wait(timeout=1.0)  # unless a Ctrl-C landed between its discard and notify
             self.closed = True
             manager, ledger, self.manager, self.ledger = self.manager, self.ledger, None, None
         self.pool.close()

@@ -182,13 +182,13 @@ def run_chunk(fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> lis
     return [fn(*args) for args in chunk]
 
 
-def run_plain_chunk(token: int, function: bytes, chunk: bytes) -> list[Any] | ChunkReply:
+def run_plain_chunk(token: int, function: bytes, reusable: bool, chunk: bytes) -> list[Any] | ChunkReply:
     """Run a map() chunk sent without an envelope: plain arguments, a function with no array.
 
     Returns the results as they are if they are plain, else encoded in a ChunkReply
     (nothing was lent, and no argument is in shared memory, so nothing else to report).
     """
-    results = run_chunk(_callable(function, True, None), pickle.loads(chunk))
+    results = run_chunk(_callable(function, reusable, None), pickle.loads(chunk))
     if _codec.is_plain(results):
         return results
     encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True)

@@ -372,6 +372,19 @@ def test_map_exception_surfaces_at_the_failing_chunk(make_pool):
         assert list(results) == []
 
 
+def test_callable_object_state_is_fresh_in_every_task(make_pool):
+    """A callable object arrives as its own copy in every task, through map() and submit()."""
+    executor = make_pool(max_workers=1)
+    counter = _tasks.CallCounter()
+    assert list(executor.map(counter, range(4), timeout=TIMEOUT)) == [1, 1, 1, 1]
+    assert list(executor.map(counter, range(4), chunksize=2)) == [1, 2, 1, 2]
+    assert [executor.submit(counter).result(TIMEOUT) for _ in range(2)] == [1, 1]
+    adder = functools.partial(_tasks.add, [1])
+    assert executor.submit(adder, [2]).result(TIMEOUT) == [1, 2]
+    adder.args[0].append(3)  # a partial's list may change between tasks
+    assert executor.submit(adder, [2]).result(TIMEOUT) == [1, 3, 2]
+
+
 def test_map_multiple_iterables_stop_at_the_shortest(make_pool):
     """map() over iterables of different lengths stops at the shortest, as zip() does."""
     executor = make_pool()

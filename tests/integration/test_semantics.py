@@ -205,6 +205,34 @@ def test_nested_containers_are_searched(executor):
     assert stats.arrays_by_reference == 5
 
 
+class CountingExecutor(zc.SharedArrayExecutor):
+    """Counts the tasks that go through submit()."""
+
+    submitted = 0
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_map_sends_only_small_plain_chunks_around_submit(mp_context):
+    """map() skips submit() only for small chunks of plain arguments: not arrays, large chunks, lending."""
+    with CountingExecutor(2, mp_context=mp_context) as ex:
+        assert list(ex.map(_tasks.double, range(6), timeout=TIMEOUT)) == [2 * i for i in range(6)]
+        assert ex.submitted == 0
+        arrays = [np.ones(4), np.ones(BIG)]
+        assert list(ex.map(_tasks.total, arrays, timeout=TIMEOUT)) == [4.0, float(BIG)]
+        assert ex.submitted == 2
+        large = [b"x" * (1 << 20)] * 2  # plain, but held until sent: the envelope waits instead
+        assert list(ex.map(len, large, timeout=TIMEOUT)) == [1 << 20] * 2
+        assert ex.submitted == 4
+        first = list(ex.map(_tasks.make_plain, [BIG], [1.0], timeout=TIMEOUT))
+        assert ex.submitted == 4
+        after = list(ex.map(_tasks.make_plain, [BIG] * 2, [2.0, 3.0], timeout=TIMEOUT))
+        assert ex.submitted == 6  # a large result came back: segments are lent, through submit()
+        assert [float(r[0]) for r in first + after] == [1.0, 2.0, 3.0]
+
+
 def test_keyword_arguments_are_shared(executor):
     """Arrays passed as keyword arguments take the same paths."""
     a = np.ones(BIG)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import multiprocessing
+import operator
 import pickle
 import threading
 
@@ -76,9 +78,33 @@ def test_a_chunk_reply_for_an_unknown_executor_becomes_a_decode_failure():
 
 def test_encode_function_pickles_a_function_without_arrays():
     """map() pickles its function once when it holds no array: the bytes rebuild it."""
-    data = _codec.encode_function(len)
-    assert data is not None
+    encoded = _codec.encode_function(len)
+    assert encoded is not None
+    data, reusable = encoded
     assert pickle.loads(data) is len
+    assert reusable
+
+
+@pytest.mark.parametrize(
+    ("fn", "reusable"),
+    [
+        pytest.param(len, True, id="builtin"),
+        pytest.param(pickle.loads, True, id="module-function"),
+        pytest.param(lambda x: x, True, id="lambda"),
+        pytest.param(int, True, id="class"),
+        pytest.param(functools.partial(divmod, 7), True, id="partial-over-an-int"),
+        pytest.param(functools.partial(divmod, (1, "a")), True, id="partial-over-a-tuple"),
+        pytest.param(functools.partial(_worker.run_chunk, len), True, id="map-chunk-of-a-function"),
+        pytest.param([].append, False, id="bound-builtin-method"),
+        pytest.param(functools.partial(divmod, [1]), False, id="partial-over-a-list"),
+        pytest.param(functools.partial(_worker.run_chunk, [].append), False, id="map-chunk-of-a-method"),
+        pytest.param(_state.TaskTicket.__call__.__get__(object()), False, id="bound-method"),
+        pytest.param(operator.itemgetter(1), False, id="callable-object"),
+    ],
+)
+def test_is_reusable_only_for_callables_without_state_of_their_own(fn, reusable):
+    """Workers keep a decoded callable only if it has no state a task could change or see change."""
+    assert _codec.is_reusable(fn) is reusable
 
 
 def test_encode_function_gives_up_at_an_array_without_copying_it():
