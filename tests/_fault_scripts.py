@@ -27,6 +27,7 @@ import threading
 import time
 import warnings
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout  # not the builtin on 3.10
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -361,7 +362,7 @@ def scenario_map_abandoned_then_worker_dies(start_method: str) -> int:
     results = ex.map(task_wait_then, range(n), seconds, die, timeout=0.3)
     try:
         first = f"value {next(results)}"
-    except TimeoutError:
+    except FutureTimeout:
         first = "timeout"
     seen.look()
     time.sleep(1.5)  # the worker has died, and the pool broke
