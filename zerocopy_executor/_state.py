@@ -59,6 +59,11 @@ class SharingState:
         """Lease a warm pooled segment, or create one (owned here, recorded in the ledger)."""
         buffer = self.pool.take(nbytes)
         if buffer is None:
+            # The last result's segment may still be on its way back (the reaper thread
+            # returns it): faulting in a fresh one instead costs ~0.65 ms per MiB.
+            _segments.drain_releases()
+            buffer = self.pool.take(nbytes)
+        if buffer is None:
             announce = None if self.ledger is None else self.ledger.track
             buffer = _segments.create(nbytes, hooks=(self.forget,), announce=announce)
             self.live.add(buffer.name)

@@ -79,6 +79,17 @@ def test_failed_task_segments_are_unlinked_not_recycled(executor):
     assert not (our_segments() - before)  # and nothing new survived the failure
 
 
+def test_back_to_back_calls_reuse_the_result_just_dropped(executor):
+    """A result dropped just before the next call lends its segment to it: no fresh pages per call."""
+    a = np.ones(4 * N)  # 8 MiB
+    before, seen = our_segments(), set()
+    for _ in range(100):
+        result = executor.submit(_tasks.plus_one, a).result(TIMEOUT)
+        seen |= our_segments() - before
+        del result
+    assert len(seen) <= 3, sorted(seen)  # the argument's, the lent one, the first result's
+
+
 def test_recycled_arguments_carry_new_values(executor):
     """Reused segments carry each task's own values, over many tasks."""
     for value in range(10):
