@@ -308,19 +308,22 @@ class _ResultPickler(ForkingPickler):
 
 # map() submits the same partial(run_chunk, fn) with every chunk that holds arrays; pickling it
 # (with a __main__ function's by-value fallback) each time cost ~10 us per tiny task.
-# Its encoding is kept for as long as that partial lives, unless it holds arrays.
+# Its encoding is kept for as long as that partial lives, unless it holds arrays; so is a
+# function's that is sent by reference (~8 us per task through submit()).
 _CALLABLES: weakref.WeakKeyDictionary[Any, tuple[bytes, bool]] = weakref.WeakKeyDictionary()
 
 
 def encode_callable(fn: Any, session: EncodeSession) -> tuple[bytes, bool]:
     """Pickle a task's callable; return its bytes and whether a worker may cache them."""
-    cached = _CALLABLES.get(fn) if type(fn) is partial else None
+    kind = type(fn)
+    cached = _CALLABLES.get(fn) if kind is partial or kind is types.FunctionType else None
     if cached is not None:
         return cached
     before = len(session.pinned), dict(session.tally)
     data = encode_call(fn, session)
     cacheable = (len(session.pinned), session.tally) == before and is_reusable(fn)  # no array inside
-    if cacheable and type(fn) is partial:
+    # A function's bytes are only its name once cloudpickle chose to send it by reference.
+    if cacheable and (kind is partial or _BY_REFERENCE.get(fn, False)):
         _CALLABLES[fn] = (data, True)
     return data, cacheable
 
