@@ -223,10 +223,7 @@ def run_w5_interleaved(args: argparse.Namespace, results: list[Measurement]) -> 
         for system in args.systems:
             runners.append(open_runner(system, context, args.min_nbytes))
         active = [r for r in runners if r.supports("W5")]
-        policy = args.policy
-        if args.repeats is None:  # a ratio within 15% is wanted: more calls, even --quick
-            policy = RepeatPolicy(max(policy.min_calls, MIN_ROUNDS), policy.max_calls, policy.budget)
-        _in_turns("W5", None, active, policy, results)
+        _in_turns("W5", None, active, _turns_policy(args), results)
     finally:
         for runner in runners:
             runner.close()
@@ -249,9 +246,7 @@ def run_by_reference_interleaved(args: argparse.Namespace, results: list[Measure
     try:
         for system in systems:
             runners.append(open_runner(system, context, args.min_nbytes))
-        policy = args.policy
-        if args.repeats is None:
-            policy = RepeatPolicy(max(policy.min_calls, MIN_ROUNDS), policy.max_calls, policy.budget)
+        policy = _turns_policy(args)
         for size_mb in (1, CHECK_SIZE_MB):
             array = np.arange(size_mb * MB // 8, dtype=np.float64)
             for runner in runners:
@@ -262,6 +257,14 @@ def run_by_reference_interleaved(args: argparse.Namespace, results: list[Measure
     finally:
         for runner in runners:
             runner.close()
+
+
+def _turns_policy(args: argparse.Namespace) -> RepeatPolicy:
+    """At least MIN_ROUNDS rounds, even --quick: ratios within 15% are wanted."""
+    policy: RepeatPolicy = args.policy
+    if args.repeats is not None:
+        return policy
+    return RepeatPolicy(max(policy.min_calls, MIN_ROUNDS), policy.max_calls, policy.budget)
 
 
 def _in_turns(
@@ -294,7 +297,7 @@ def _in_turns(
         median = statistics.median(t)
         _progress(f"{workload}{where} {runner.label} {median * 1e3:.2f} ms (n={len(t)}, calls in turn)\n")
         low, high = (float(q) for q in np.percentile(t, [25, 75]))
-        median, no_memory = statistics.median(t), (0, 0, 0, 0)  # memory: not sampled, see above
+        no_memory = (0, 0, 0, 0)  # not sampled, see above
         results.append(
             Measurement(workload, runner.kind, nbytes, len(t), median, low, high, first, *no_memory)
         )

@@ -132,7 +132,7 @@ _CALLABLES_MAX = 32
 
 
 def _callable(data: bytes, cacheable: bool, decoding: _codec.TaskDecodeSession | None) -> Any:
-    if not cacheable:  # it holds arrays: decode it with the task's own segments
+    if not cacheable:  # it holds arrays (decoded with the task's segments), or state of its own
         return _codec.decode(data, decoding)
     fn = _CALLABLES.get(data)
     if fn is None:
@@ -168,13 +168,17 @@ def run_task(payload: bytes) -> Reply:
     if _codec.is_plain(result):  # nothing to share: the pool pickles it as it is
         del lend
         return result, None, decoding.kept(), 0
-    encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True, lend=lend)
-    del lend
-    data = _codec.encode_result(result, encoding)
-    del result
-    tally, copied_nbytes = encoding.tally, encoding.copied_nbytes
-    del encoding
+    data, tally, copied_nbytes = _encode_result(result, lend)
+    del result, lend
     return data, tally, decoding.kept(), copied_nbytes
+
+
+def _encode_result(
+    result: Any, lend: tuple[_segments.SegmentBuffer, Any] | None = None
+) -> tuple[bytes, dict[str, int], int]:
+    """Encode a result, its large arrays handed to the parent; return it, its tally, the largest copy."""
+    encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True, lend=lend)
+    return _codec.encode_result(result, encoding), encoding.tally, encoding.copied_nbytes
 
 
 def run_chunk(fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> list[Any]:
@@ -191,7 +195,4 @@ def run_plain_chunk(token: int, function: bytes, reusable: bool, chunk: bytes) -
     results = run_chunk(_callable(function, reusable, None), pickle.loads(chunk))
     if _codec.is_plain(results):
         return results
-    encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True)
-    data = _codec.encode_result(results, encoding)
-    del results
-    return ChunkReply(token, data, encoding.tally, encoding.copied_nbytes)
+    return ChunkReply(token, *_encode_result(results))

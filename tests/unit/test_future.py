@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
-import multiprocessing
 import pickle
 import threading
 import time
 
 import pytest
 
-from zerocopy_executor import SharedArrayError, _config, _state, _worker
+from zerocopy_executor import SharedArrayError, _state, _worker
 from zerocopy_executor._future import SharedFuture
-
-
-@pytest.fixture
-def state():
-    policy = _config.SharingPolicy()
-    context = multiprocessing.get_context("spawn")  # nothing is started here
-    return _state.SharingState(policy, context, _worker.WorkerSetup(0, policy, None, ()))
 
 
 def submitted(state, base=None):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import multiprocessing
 import operator
 import pickle
 import threading
@@ -13,13 +12,6 @@ import numpy as np
 import pytest
 
 from zerocopy_executor import SegmentError, _codec, _config, _replies, _segments, _state, _worker
-
-
-@pytest.fixture
-def state():
-    policy = _config.SharingPolicy()
-    context = multiprocessing.get_context("spawn")  # nothing is started here
-    return _state.SharingState(policy, context, _worker.WorkerSetup(0, policy, None, ()))
 
 
 def worker_encoded(value, handover=True):
