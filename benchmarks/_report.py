@@ -160,14 +160,16 @@ def _tiny_tasks(results: Results) -> str:
 
 
 def _peak_memory(results: Results) -> str:
-    text = f"peak memory (PSS rise) W2@512MB {COPIED} vs PPE"
+    text = f"peak memory W2@512MB {COPIED} vs PPE"
     m, ppe = results.get("W2", "sae-copied", 512), results.get("W2", "ppe", 512)
     if not (m and ppe and ppe.pss_rise):
         return _skip(text, "W2 at 512 MB for both systems")
-    ratio = m.pss_rise / ppe.pss_rise
+    # The larger of the two rises: PSS misses segments nobody maps, /dev/shm is machine-wide.
+    ours, theirs = max(m.pss_rise, m.rise), max(ppe.pss_rise, ppe.rise)
+    ratio = ours / theirs
     detail = (
-        f"{text} ({_mib(m.pss_rise)} MiB vs {_mib(ppe.pss_rise)} MiB; "
-        f"with /dev/shm: {_mib(m.rise)} vs {_mib(ppe.rise)} MiB)"
+        f"{text} ({_mib(ours)} MiB vs {_mib(theirs)} MiB; PSS rise {_mib(m.pss_rise)} vs "
+        f"{_mib(ppe.pss_rise)}, with /dev/shm {_mib(m.rise)} vs {_mib(ppe.rise)})"
     )
     return _verdict(detail, ratio, "<= 0.5x", ratio <= 0.5)
 
@@ -273,9 +275,11 @@ def render(measurements: Iterable[Measurement], meta: dict[str, Any]) -> str:
             "## Peak memory, MiB: PSS rise / anon+file+/dev/shm rise / peak PSS",
             "",
             "Sampled every few tens of ms over the parent and all its descendants (workers, "
-            "forkserver, helper servers). Rises are above the level before the warm-up call, which "
-            "holds the parent's input array (and the shared copy made once for the shared and "
-            "prefilled systems). PSS rise splits shared pages between their mappers and misses "
+            "forkserver, helper servers). Each workload runs on a fresh start of its system; rises "
+            "are above the level once its workers are up and it holds the input (the parent's "
+            "array, and the shared copy made once for the shared and prefilled systems). The "
+            "target uses the larger of the two rises. PSS rise splits shared pages between their "
+            "mappers and misses "
             "segments nobody maps; the second rise counts every /dev/shm page but /dev/shm is "
             "machine-wide, so other programs move it. Peak PSS is absolute.",
             "",

@@ -151,17 +151,23 @@ def run_block(
     sampler: TreeMemorySampler,
     results: list[Measurement],
 ) -> None:
-    """Start one system, run the workloads at one size (or W5 without an array), stop it."""
+    """Run the workloads at one size (or W5 without an array), each on a fresh start of the system.
+
+    Fresh per workload, so that memory rises are measured from what the started system
+    holds with its input loaded: what an earlier workload left behind (a pool of
+    segments, a grown heap) is neither hidden in the baseline nor counted here.
+    """
     context = multiprocessing.get_context(args.start_method)
-    runner = open_runner(system, context, args.min_nbytes)
-    try:
-        size = None if array is None else array.nbytes
-        if array is not None:
-            runner.load(array)
-        policy = args.policy if size is None else args.policy.for_size(size)
-        for workload in workloads:
+    size = None if array is None else array.nbytes
+    policy = args.policy if size is None else args.policy.for_size(size)
+    for workload in workloads:
+        runner = open_runner(system, context, args.min_nbytes)
+        try:
             if not runner.supports(workload):
                 continue
+            if array is not None:
+                runner.load(array)
+            runner.start()
             call = getattr(runner, workload.lower())
             where = "" if size is None else f"@{size // MB}MB"
             _progress(f"{workload}{where} {runner.label} ...")
@@ -169,10 +175,10 @@ def run_block(
             m = measure((workload, system, size), call, first, policy, sampler)
             _progress(f" {m.median * 1e3:.2f} ms (n={m.calls}, first {m.first * 1e3:.1f} ms)\n")
             results.append(m)
-    finally:
-        runner.close()
-        del runner
-        gc.collect()
+        finally:
+            runner.close()
+            del runner
+            gc.collect()
 
 
 def run(args: argparse.Namespace) -> list[Measurement]:

@@ -289,7 +289,7 @@ class ForgedArray:
     def __reduce__(self) -> tuple[Any, ...]:
         from zerocopy_executor import _codec
 
-        return (_codec._rebuild, (self.ref,))
+        return (_codec._rebuild, tuple(self.ref))
 
 
 def forged_ref(name: str, offset: int, shape: tuple[int, ...], strides: tuple[int, ...] | None = None) -> Any:

@@ -210,6 +210,21 @@ def kept_sums(_: Any = None) -> list[float]:
     return [float(a.sum()) for a in _KEPT]
 
 
+def keep_argument_plus_one(a: np.ndarray) -> np.ndarray:
+    """Keep the argument past the call and return a new array of its size."""
+    _KEPT.append(a)
+    return a + 1
+
+
+def plus_one_each(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    return tuple(a + 1 for a in arrays)
+
+
+def half_view_and_plus_one(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A view of the argument and a new array of its size, in one result."""
+    return a[: a.size // 2], a + 1
+
+
 def fail_with_array(a: np.ndarray) -> None:
     raise RuntimeError(f"failed on an array of {a.nbytes} bytes")
 

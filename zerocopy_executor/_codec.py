@@ -23,7 +23,7 @@ import types
 import warnings
 import weakref
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache, partial
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Protocol
@@ -45,6 +45,7 @@ __all__ = [
     "encode_function",
     "encode_plain",
     "encode_result",
+    "encode_task",
     "is_plain",
     "is_reusable",
 ]
@@ -70,11 +71,12 @@ class EncodeSession:
         allocate: creates a segment for a copied array.
         handover: whether segments this process owns are handed to the receiver
             (results, which the parent will own) or kept (arguments).
-        lend: a recycled segment the parent lent for a result (its mapping and a
-            per-task root over it), used for the first array that fits.
+        spare: recycled segments a result may be copied into rather than a new
+            segment (their mappings and a per-task root over each): the one the
+            parent lent for it, and the task's copied arguments nothing views any more.
     """
 
-    __slots__ = ("allocate", "buffers", "copied_nbytes", "handover", "lend", "pinned", "policy", "tally")
+    __slots__ = ("allocate", "buffers", "copied_nbytes", "handover", "pinned", "policy", "spare", "tally")
 
     def __init__(
         self,
@@ -82,12 +84,12 @@ class EncodeSession:
         allocate: SegmentAllocator,
         *,
         handover: bool,
-        lend: tuple[_segments.SegmentBuffer, NDArray[Any]] | None = None,
+        spare: list[tuple[_segments.SegmentBuffer, NDArray[Any]]] | None = None,
     ) -> None:
         self.policy = policy
         self.allocate = allocate
         self.handover = handover
-        self.lend = lend
+        self.spare = spare or []
         self.tally: dict[str, int] = {}  # only the paths taken: most tiny tasks take none
         # What the receiver will map (mappings, or leases over them): kept alive, so
         # linked, until the receiver is done.
@@ -113,7 +115,7 @@ class EncodeSession:
             self.buffers.append(buffer)
             self._count("by_reference", nbytes)
             ref = _arrayref.describe(array, buffer, offset, handover=handover, lent=lease is not None)
-            return (_rebuild, (ref,))
+            return (_rebuild, _arrayref.pack(ref))
         if nbytes >= self.policy.min_nbytes:
             try:
                 return self._copy_into_segment(array)
@@ -124,13 +126,15 @@ class EncodeSession:
 
     def _copy_into_segment(self, array: NDArray[Any]) -> tuple[Any, ...]:
         base: Any  # the mapping, or a lease or per-task root over it
-        if self.lend is not None and len(self.lend[0]) >= array.nbytes:
-            (buffer, base), self.lend = self.lend, None
-            lent, handover = True, False
+        spare = self._take_spare(array.nbytes)
+        if spare is not None:
+            buffer, base = spare
+            lent, handover, scratch = True, False, False
         else:
             buffer, lease = self.allocate(array.nbytes)
             base = buffer if lease is None else lease
             lent, handover = lease is not None, self.handover
+            scratch = lent and not handover  # a recycled segment holding an argument
         order = _arrayref.layout_order(array)
         copy: NDArray[Any] = np.ndarray(array.shape, array.dtype, buffer=base, order=order)
         np.copyto(copy, array, casting="no")
@@ -140,8 +144,17 @@ class EncodeSession:
         self.buffers.append(buffer)
         self.copied_nbytes = max(self.copied_nbytes, array.nbytes)
         self._count("copied", array.nbytes)
-        ref = _arrayref.ArrayRef(buffer.name, 0, copy.shape, copy.strides, copy.dtype, True, handover, lent)
-        return (_rebuild, (ref,))
+        ref = _arrayref.ArrayRef(
+            buffer.name, 0, copy.shape, copy.strides, copy.dtype, True, handover, lent, scratch
+        )
+        return (_rebuild, _arrayref.pack(ref))
+
+    def _take_spare(self, nbytes: int) -> tuple[_segments.SegmentBuffer, NDArray[Any]] | None:
+        """Remove and return the smallest spare segment that holds nbytes, if any."""
+        fits = [index for index, (buffer, _) in enumerate(self.spare) if len(buffer) >= nbytes]
+        if not fits:
+            return None
+        return self.spare.pop(min(fits, key=lambda index: len(self.spare[index][0])))
 
     def _count(self, path: str, nbytes: int) -> None:
         tally = self.tally
@@ -193,18 +206,36 @@ class TaskDecodeSession(DecodeSession):
     call we can tell whether the function kept any of them.
     """
 
-    __slots__ = ("_roots", "buffers")
+    __slots__ = ("_roots", "_spare", "buffers")
 
     def __init__(self) -> None:
         super().__init__()
         self._roots: dict[str, weakref.ref[NDArray[Any]]] = {}
         # Every mapping the task used: the worker keeps them for the next tasks.
         self.buffers: dict[str, _segments.SegmentBuffer] = {}
+        # Lent segments the result may overwrite once nothing views them (see spare).
+        self._spare: dict[str, _segments.SegmentBuffer] = {}
 
     def base_for(self, buffer: _segments.SegmentBuffer, ref: _arrayref.ArrayRef) -> Any:
         """Return a per-task root for lent segments, the mapping otherwise."""
         self.buffers[buffer.name] = buffer
+        if ref.scratch:
+            self._spare[buffer.name] = buffer
         return self.root(buffer) if ref.lent else buffer
+
+    def lent_for_result(self, buffer: _segments.SegmentBuffer) -> None:
+        """Record the segment the parent lent for this task's result."""
+        self.buffers[buffer.name] = buffer
+        self._spare[buffer.name] = buffer
+
+    def spare(self) -> list[tuple[_segments.SegmentBuffer, NDArray[Any]]]:
+        """Segments the result may be written into: lent for it, or copied arguments nothing views.
+
+        Call once the function and its arguments are gone, while the result lives: a
+        result that is a view of a copied argument keeps that segment out.
+        """
+        kept = set(self.kept())
+        return [(buffer, self.root(buffer)) for name, buffer in self._spare.items() if name not in kept]
 
     def root(self, buffer: _segments.SegmentBuffer) -> NDArray[Any]:
         """Return this task's root over a lent segment, making it on first use."""
@@ -226,7 +257,8 @@ class TaskDecodeSession(DecodeSession):
 _DECODING = threading.local()
 
 
-def _rebuild(ref: _arrayref.ArrayRef) -> NDArray[Any]:
+def _rebuild(*fields: Any) -> NDArray[Any]:
+    ref = _arrayref.ArrayRef(*fields)
     session: DecodeSession | None = getattr(_DECODING, "session", None)
     base_for = None if session is None else partial(_base_for, session, ref)
     try:
@@ -359,7 +391,13 @@ class _NotPlain(Exception):
     """Raised by _PlainPickler at the first object that needs our pickler."""
 
 
-class _PlainPickler(pickle.Pickler):
+class _ReusablePickler(pickle.Pickler):
+    """A pickler kept per thread (see _ReusedPickler); session is set for each dump."""
+
+    session: EncodeSession | None = None
+
+
+class _PlainPickler(_ReusablePickler):
     """Plain pickle that gives up at the first object it does not handle natively.
 
     The C pickler consults reducer_override only for objects other than None, bools
@@ -372,15 +410,49 @@ class _PlainPickler(pickle.Pickler):
         raise _NotPlain
 
 
-class _PlainEncoder(threading.local):
-    """A plain pickler and its buffer per thread, reused: making them costs more than a dump."""
+class _SimpleCallPickler(_ReusablePickler):
+    """Plain pickle that shares arrays, for calls made only of scalars, strings and arrays.
 
-    def __init__(self) -> None:
+    In such a call (see encode_task) the only objects pickle does not handle natively
+    are the arrays and what NumPy's own pickling of a small one is made of (NumPy's
+    functions, classes and dtypes, all importable): none needs cloudpickle, whose
+    pickler costs ~5 us to make and a Python-level hook per object.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is np.ndarray and self.session is not None:
+            return self.session.reduce_array(obj) or NotImplemented
+        return NotImplemented
+
+
+class _ReusedPickler(threading.local):
+    """A pickler and its buffer per thread, reused: making them costs more than a dump."""
+
+    def __init__(self, kind: type[_ReusablePickler]) -> None:
         self.buffer = io.BytesIO()
-        self.pickler = _PlainPickler(self.buffer, _PROTOCOL)
+        self.pickler = kind(self.buffer, _PROTOCOL)
+        self.busy = False  # a dump that runs our code (arrays) could, in theory, re-enter
+
+    def dumps(self, value: Any, session: EncodeSession | None = None) -> bytes:
+        buffer, pickler = self.buffer, self.pickler
+        if self.busy:
+            buffer = io.BytesIO()
+            pickler = type(pickler)(buffer, _PROTOCOL)
+        self.busy = True
+        pickler.session = session
+        try:
+            pickler.dump(value)
+            return buffer.getvalue()
+        finally:
+            pickler.session = None
+            pickler.clear_memo()  # the memo holds references to what it pickled
+            buffer.seek(0)
+            buffer.truncate()  # and the buffer would hold on to a large payload
+            self.busy = False
 
 
-_PLAIN = _PlainEncoder()
+_PLAIN = _ReusedPickler(_PlainPickler)
+_SIMPLE_CALL = _ReusedPickler(_SimpleCallPickler)
 
 
 def encode_plain(value: Any) -> bytes | None:
@@ -388,16 +460,28 @@ def encode_plain(value: Any) -> bytes | None:
 
     No code of ours or the caller's runs during the dump, so reusing the pickler is safe.
     """
-    buffer, pickler = _PLAIN.buffer, _PLAIN.pickler
     try:
-        pickler.dump(value)
-        return buffer.getvalue()
+        return _PLAIN.dumps(value)
     except _NotPlain:
         return None
-    finally:
-        pickler.clear_memo()  # the memo holds references to what it pickled
-        buffer.seek(0)
-        buffer.truncate()  # and the buffer would hold on to a large payload
+
+
+def encode_task(
+    function: tuple[bytes, bool], args: tuple[Any, ...], kwargs: dict[str, Any], session: EncodeSession
+) -> bytes:
+    """Pickle a task's encoded callable and its arguments, sharing their large arrays."""
+    if _simple(args) and _simple(kwargs.values()):
+        return _SIMPLE_CALL.dumps((function, args, kwargs), session)
+    return encode_call((function, args, kwargs), session)
+
+
+def _simple(values: Iterable[Any]) -> bool:
+    """Whether every value is a scalar, a string or a (non-object) ndarray."""
+    for value in values:
+        kind = type(value)
+        if kind not in _PLAIN_TYPES and (kind is not np.ndarray or value.dtype.hasobject):
+            return False
+    return True
 
 
 def encode_call(call: Any, session: EncodeSession) -> bytes:

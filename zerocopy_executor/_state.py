@@ -141,27 +141,29 @@ class TaskEnvelope:
             if self._released:  # withdrawn while queued: the pool broke, or submit() failed
                 # Raising here would deadlock Python 3.12's broken-pool path (its feeder
                 # error handler takes a lock the manager thread holds while joining it).
-                return (bytes, (WITHDRAWN,))
+                return (tuple, ((WITHDRAWN, None),))
             if self._call is None:
                 msg = "task was pickled twice; this is a bug in zerocopy_executor"
                 raise SharedArrayError(msg)
             state = self.state
             session = _codec.EncodeSession(state.policy, state.allocate, handover=False)
-            lend = state.lend()
-            lend_name = None if lend is None else lend[0].name
             fn, args, kwargs = self._call
             function = _codec.encode_callable(fn, session)
-            payload = _codec.encode_call((function, args, kwargs, lend_name), session)
+            payload = _codec.encode_task(function, args, kwargs, session)
+            # A worker writes its result into a copied argument's segment once the call
+            # is done with it: lend another only if no argument was copied that large.
+            lend = state.lend() if session.copied_nbytes < state.lend_nbytes else None
             # The worker attaches by name: keep our mappings (and so the names) until
             # the task is over; the caller's arrays themselves are no longer needed.
             if lend is not None:
                 session.pinned.append(lend[1])
                 session.buffers.append(lend[0])
+            lend_name = None if lend is None else lend[0].name
             self._pinned, self._buffers = session.pinned, session.buffers
             self._call = None  # last: release() looks at it without the lock
             if session.tally:
                 state.stats.add(session.tally)
-        return (bytes, (payload,))
+        return (tuple, ((payload, lend_name),))
 
     def settle(self, *, recycle: bool, kept: list[str] | tuple[str, ...] = ()) -> None:
         """The task is over: release its segments and take it out of the tasks in flight.

@@ -142,42 +142,44 @@ def _callable(data: bytes, cacheable: bool, decoding: _codec.TaskDecodeSession |
     return fn
 
 
-def run_task(payload: bytes) -> Reply:
+def run_task(task: tuple[bytes, str | None]) -> Reply:
     """Decode a call, run it, and encode its result (large arrays go back by reference).
+
+    Args:
+        task: the encoded call, and the name of a segment lent for the result (or None).
 
     Returns the encoded result and the path counts of its arrays, or a plain result
     (scalars, strings, short containers of them) as it is and None; then the names of
     recycled segments the function kept views of (the parent must not reuse those),
     and the size of the largest result array that had to be copied.
     """
+    payload, lend_name = task
     if payload == WITHDRAWN:
         msg = "this task was withdrawn before it was sent (its pool broke, or submit() failed)"
         raise SharedArrayError(msg)
     decoding = _codec.TaskDecodeSession()
-    (function, cacheable), args, kwargs, lend_name = _codec.decode(payload, decoding)
+    (function, cacheable), args, kwargs = _codec.decode(payload, decoding)
     fn = _callable(function, cacheable, decoding)
-    lend = None
     if lend_name is not None:
-        buffer = _segments.attach(lend_name)
-        lend = (buffer, decoding.root(buffer))
-        del buffer
+        decoding.lent_for_result(_segments.attach(lend_name))
     if decoding.buffers:
         _CACHE.keep(list(decoding.buffers.values()))
     result = fn(*args, **kwargs)
     del fn, args, kwargs
     if _codec.is_plain(result):  # nothing to share: the pool pickles it as it is
-        del lend
         return result, None, decoding.kept(), 0
-    data, tally, copied_nbytes = _encode_result(result, lend)
-    del result, lend
+    # Results go into the lent segment, or into copied arguments the call is done with:
+    # their pages are warm, and no third copy of the data exists (W2: two, not three).
+    data, tally, copied_nbytes = _encode_result(result, decoding.spare())
+    del result
     return data, tally, decoding.kept(), copied_nbytes
 
 
 def _encode_result(
-    result: Any, lend: tuple[_segments.SegmentBuffer, Any] | None = None
+    result: Any, spare: list[tuple[_segments.SegmentBuffer, Any]] | None = None
 ) -> tuple[bytes, dict[str, int], int]:
     """Encode a result, its large arrays handed to the parent; return it, its tally, the largest copy."""
-    encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True, lend=lend)
+    encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True, spare=spare)
     return _codec.encode_result(result, encoding), encoding.tally, encoding.copied_nbytes
 
 

@@ -48,3 +48,37 @@ def test_rebuild_keeps_read_only_views_read_only():
     rebuilt, _ = _arrayref.rebuild(_arrayref.describe(view, buffer, offset, handover=False, lent=False))
     assert not rebuilt.flags.writeable
     assert np.shares_memory(rebuilt, a)
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        np.dtype("<f8"),
+        np.dtype(">i4"),
+        np.dtype("M8[ns]"),
+        np.dtype("<U3"),
+        np.dtype("?"),
+        np.dtype([("a", "<i4"), ("b", ">f8")]),
+        np.dtype("<f8", metadata={"unit": "m"}),
+    ],
+)
+def test_packed_descriptor_rebuilds_the_exact_dtype(dtype):
+    """A simple dtype travels as its string, any other as itself: both come back equal."""
+    a = zc.zeros(96, dtype=np.uint8).view(dtype)
+    buffer, offset = _arrayref.locate(a)
+    packed = _arrayref.pack(_arrayref.describe(a, buffer, offset, handover=False, lent=False))
+    simple = dtype.fields is None and dtype.metadata is None
+    assert isinstance(packed[4], str) == simple
+    rebuilt, _ = _arrayref.rebuild(_arrayref.ArrayRef(*packed))
+    assert rebuilt.dtype == dtype
+    assert rebuilt.dtype.metadata == dtype.metadata
+    assert np.shares_memory(rebuilt, a)
+
+
+def test_forged_dtype_is_rejected():
+    """A descriptor whose dtype string is not one raises SegmentError."""
+    a = zc.zeros(8)
+    buffer, _ = _arrayref.locate(a)
+    ref = _arrayref.ArrayRef(buffer.name, 0, (8,), (8,), "not a dtype", True, False, False)
+    with pytest.raises(SegmentError, match="bad dtype"):
+        _arrayref.rebuild(ref)

@@ -93,6 +93,47 @@ def test_encode_call_of_plain_arguments_matches_plain_pickle():
     assert pickle.loads(_codec.encode_call(call, session())) == call
 
 
+def test_encode_task_of_scalars_and_arrays_matches_the_full_pickler(monkeypatch):
+    """Arguments made of scalars, strings and arrays skip cloudpickle, with the same outcome."""
+    shared, large, small = zc.zeros(1000), np.ones(1000), np.arange(10, dtype=">i4")
+    args, kwargs = (shared, large, small, 3, "s"), {"k": small[::2], "n": None}
+    full = session()
+    expected = _codec.decode(_codec.encode_call(((b"fn", True), args, kwargs), full))
+    monkeypatch.setattr(_codec, "_ArgumentPickler", None)  # the full pickler must not be needed
+    fast = session()
+    function, (a, b, c, n, text), decoded_kwargs = _codec.decode(
+        _codec.encode_task((b"fn", True), args, kwargs, fast)
+    )
+    assert fast.tally == full.tally
+    assert function == (b"fn", True)
+    assert (n, text) == (3, "s")
+    assert np.shares_memory(a, shared)
+    for got, want in zip(
+        (b, c, decoded_kwargs["k"]), (expected[1][1], expected[1][2], expected[2]["k"]), strict=True
+    ):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype
+    assert decoded_kwargs["n"] is None
+
+
+def test_encode_task_with_other_arguments_uses_the_full_pickler():
+    """A lambda, or an array inside a list, takes cloudpickle's path and still shares the array."""
+    large = np.ones(1000)
+    s = session()
+    _, (fn, nested), _ = _codec.decode(_codec.encode_task((b"fn", True), (lambda x: x + 1, [large]), {}, s))
+    assert fn(1) == 2
+    np.testing.assert_array_equal(nested[0], large)
+    assert s.tally["arrays_copied"] == 1
+
+
+def test_encode_task_keeps_no_reference_to_its_arguments():
+    """The reused pickler's memo is cleared after a call with arrays."""
+    small = np.ones(10)
+    before = sys.getrefcount(small)
+    _codec.encode_task((b"fn", True), (small,), {}, session())
+    assert sys.getrefcount(small) == before
+
+
 def test_handover_disowns_and_receiver_takes_ownership():
     """A result segment handed over is owned by whoever decodes it."""
     from zerocopy_executor import _segments

@@ -89,10 +89,10 @@ def test_a_task_withdrawn_before_it_was_sent_is_refused_by_the_worker(state):
     """Released while queued (the pool broke): pickling must not raise, the worker refuses it."""
     envelope = _state.TaskEnvelope(state, (len, ((),), {}))
     envelope.release(recycle=False)
-    payload = pickle.loads(pickle.dumps(envelope))
-    assert payload == _worker.WITHDRAWN
+    task = pickle.loads(pickle.dumps(envelope))
+    assert task == (_worker.WITHDRAWN, None)
     with pytest.raises(SharedArrayError, match="withdrawn"):
-        _worker.run_task(payload)
+        _worker.run_task(task)
 
 
 def test_cancel_notifies_waiters_at_once(state):
