@@ -4,15 +4,17 @@ Data flow of one task::
 
     submit(fn, *args)                        parent
       └─ TaskEnvelope ─ pickled in the call-queue feeder thread (fact 5):
-           encode_call: large plain arrays → one copy into a warm recycled segment
+           encode_task: large plain arrays → one copy into a warm recycled segment
                         (or a new one); arrays already shared → ArrayRef only;
-                        the rest → pickle. A warm segment is lent for the result.
+                        the rest → pickle. A warm segment is lent for the result,
+                        unless an argument was copied into one as large.
                        ═══ pipe: a few hundred bytes per array ═══
     run_task(payload)                        worker
       ├─ decode: map each segment once (kept mapped for reuse), rebuild views
       ├─ fn(*args, **kwargs)
-      └─ encode_result: large arrays → into the lent segment, or a new segment
-                        handed over to the parent (a plain result goes as it is);
+      └─ encode_result: large arrays → into the lent segment or a copied argument's
+                        that nothing views any more, else a new segment handed
+                        over to the parent (a plain result goes as it is);
                         report views the call kept
                        ═══ pipe ═══
     SharedFuture.set_result(reply)           parent, manager thread
