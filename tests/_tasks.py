@@ -220,6 +220,11 @@ def plus_one_each(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(a + 1 for a in arrays)
 
 
+def quarter_plus_one(a: np.ndarray) -> np.ndarray:
+    """A new array a quarter of the argument's size."""
+    return a[: a.size // 4] + 1
+
+
 def half_view_and_plus_one(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A view of the argument and a new array of its size, in one result."""
     return a[: a.size // 2], a + 1

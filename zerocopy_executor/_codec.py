@@ -76,7 +76,17 @@ class EncodeSession:
             parent lent for it, and the task's copied arguments nothing views any more.
     """
 
-    __slots__ = ("allocate", "buffers", "copied_nbytes", "handover", "pinned", "policy", "spare", "tally")
+    __slots__ = (
+        "allocate",
+        "buffers",
+        "copied_nbytes",
+        "handover",
+        "pinned",
+        "policy",
+        "scratch_sizes",
+        "spare",
+        "tally",
+    )
 
     def __init__(
         self,
@@ -97,6 +107,8 @@ class EncodeSession:
         self.buffers: list[_segments.SegmentBuffer] = []  # the mappings behind pinned
         # Largest array copied: a segment that size is worth lending next time.
         self.copied_nbytes = 0
+        # Sizes of the recycled segments copied arguments went into (see ArrayRef.scratch).
+        self.scratch_sizes: list[int] = []
 
     def reduce_array(self, array: NDArray[Any]) -> tuple[Any, ...] | None:
         """Return a reduction that ships array through shared memory, or None to pickle it."""
@@ -135,6 +147,8 @@ class EncodeSession:
             base = buffer if lease is None else lease
             lent, handover = lease is not None, self.handover
             scratch = lent and not handover  # a recycled segment holding an argument
+            if scratch:
+                self.scratch_sizes.append(len(buffer))
         order = _arrayref.layout_order(array)
         copy: NDArray[Any] = np.ndarray(array.shape, array.dtype, buffer=base, order=order)
         np.copyto(copy, array, casting="no")
@@ -150,11 +164,11 @@ class EncodeSession:
         return (_rebuild, _arrayref.pack(ref))
 
     def _take_spare(self, nbytes: int) -> tuple[_segments.SegmentBuffer, NDArray[Any]] | None:
-        """Remove and return the smallest spare segment that holds nbytes, if any."""
-        fits = [index for index, (buffer, _) in enumerate(self.spare) if len(buffer) >= nbytes]
-        if not fits:
+        """Remove and return the smallest spare segment that fits nbytes (see _pool.fits), if any."""
+        fitting = [index for index, (buffer, _) in enumerate(self.spare) if _pool.fits(len(buffer), nbytes)]
+        if not fitting:
             return None
-        return self.spare.pop(min(fits, key=lambda index: len(self.spare[index][0])))
+        return self.spare.pop(min(fitting, key=lambda index: len(self.spare[index][0])))
 
     def _count(self, path: str, nbytes: int) -> None:
         tally = self.tally
@@ -219,7 +233,7 @@ class TaskDecodeSession(DecodeSession):
     def base_for(self, buffer: _segments.SegmentBuffer, ref: _arrayref.ArrayRef) -> Any:
         """Return a per-task root for lent segments, the mapping otherwise."""
         self.buffers[buffer.name] = buffer
-        if ref.scratch:
+        if ref.scratch and ref.lent:  # views of it have a root: kept() can see them
             self._spare[buffer.name] = buffer
         return self.root(buffer) if ref.lent else buffer
 

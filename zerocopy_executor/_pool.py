@@ -29,11 +29,19 @@ from numpy.typing import NDArray
 
 from . import _reaper, _segments
 
-__all__ = ["IDLE_SECONDS", "SegmentPool", "current_lease", "lease", "never_recycle"]
+__all__ = ["IDLE_SECONDS", "SegmentPool", "current_lease", "fits", "lease", "never_recycle"]
 
 # Pool segments whose size is within this factor of a request are reused for it.
 _FIT_FACTOR = 1.25
 IDLE_SECONDS = 5.0
+
+
+def fits(size: int, nbytes: int) -> bool:
+    """Whether a segment of size bytes is worth using for nbytes: it holds them, with little to spare.
+
+    A small array in a much larger segment would keep all of it alive.
+    """
+    return nbytes <= size <= nbytes * _FIT_FACTOR + 4096
 
 
 def current_lease(buffer: _segments.SegmentBuffer) -> NDArray[Any] | None:
@@ -69,7 +77,7 @@ class SegmentPool:
             best = None
             for index, (_, buffer) in enumerate(self._free):
                 size = len(buffer)
-                if nbytes <= size <= nbytes * _FIT_FACTOR + 4096 and (best is None or size < best[1]):
+                if fits(size, nbytes) and (best is None or size < best[1]):
                     best = (index, size)
             if best is None:
                 return None

@@ -151,8 +151,9 @@ class TaskEnvelope:
             function = _codec.encode_callable(fn, session)
             payload = _codec.encode_task(function, args, kwargs, session)
             # A worker writes its result into a copied argument's segment once the call
-            # is done with it: lend another only if no argument was copied that large.
-            lend = state.lend() if session.copied_nbytes < state.lend_nbytes else None
+            # is done with it: lend another only if none would fit a result like the last.
+            fitting = any(_pool.fits(size, state.lend_nbytes) for size in session.scratch_sizes)
+            lend = None if fitting else state.lend()
             # The worker attaches by name: keep our mappings (and so the names) until
             # the task is over; the caller's arrays themselves are no longer needed.
             if lend is not None:

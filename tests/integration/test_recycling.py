@@ -11,6 +11,7 @@ import pytest
 import zerocopy_executor as zc
 from tests import _tasks
 from tests.conftest import our_segments
+from zerocopy_executor import _arrayref
 
 TIMEOUT = 60
 N = 1 << 18  # float64: 2 MiB
@@ -98,6 +99,16 @@ def test_a_result_takes_its_copied_argument_segment(executor):
     assert (result == 2).all()
     assert (a == 1).all()
     assert len(our_segments() - before) == 1
+
+
+def test_a_much_smaller_result_does_not_take_its_argument_segment(executor):
+    """A result a quarter of its argument's size gets its own segment: it would pin four times its size."""
+    a = np.ones(4 * N)
+    before = our_segments()
+    result = executor.submit(_tasks.quarter_plus_one, a).result(TIMEOUT)
+    assert (result == 2).all()
+    eventually(lambda: len(our_segments() - before) == 2)  # the argument's (pooled) and the result's
+    assert len(_arrayref.locate(result)[0]) < a.nbytes
 
 
 def test_an_argument_the_worker_keeps_is_not_overwritten_by_the_result(executor):
