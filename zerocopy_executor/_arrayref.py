@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from functools import lru_cache
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -78,15 +78,25 @@ def pack(ref: ArrayRef) -> tuple[Any, ...]:
     about 10 us of a by-reference task's encoding, and as much again to decode.
     """
     dtype = ref.dtype
-    if isinstance(dtype, np.dtype) and dtype.fields is None and dtype.metadata is None:
-        dtype = _portable(dtype)
+    if (
+        isinstance(dtype, np.dtype)
+        and dtype.fields is None
+        and dtype.subdtype is None
+        and dtype.metadata is None
+        and _round_trips(dtype.str, cast("Hashable", dtype.type))
+    ):
+        dtype = dtype.str
     return (ref.name, ref.offset, ref.shape, ref.strides, dtype, *ref[5:])
 
 
 @lru_cache(maxsize=64)
-def _portable(dtype: np.dtype[Any]) -> np.dtype[Any] | str:  # never given metadata: see above
-    text = dtype.str
-    return text if np.dtype(text) == dtype else dtype
+def _round_trips(text: str, scalar_type: Hashable) -> bool:
+    """Whether np.dtype(text) gives back this dtype (np.record and np.void share '|V8')."""
+    try:
+        back = np.dtype(text)
+    except (TypeError, ValueError):  # a user dtype whose string NumPy cannot parse
+        return False
+    return back.str == text and cast("Hashable", back.type) is scalar_type
 
 
 def _unpack_dtype(dtype: np.dtype[Any] | str) -> np.dtype[Any]:

@@ -448,21 +448,26 @@ class _ReusedPickler(threading.local):
         self.busy = False  # a dump that runs our code (arrays) could, in theory, re-enter
 
     def dumps(self, value: Any, session: EncodeSession | None = None) -> bytes:
-        buffer, pickler = self.buffer, self.pickler
-        if self.busy:
+        if self.busy:  # re-entered: a pickler of its own
             buffer = io.BytesIO()
-            pickler = type(pickler)(buffer, _PROTOCOL)
+            return _dump(type(self.pickler)(buffer, _PROTOCOL), buffer, value, session)
         self.busy = True
-        pickler.session = session
         try:
-            pickler.dump(value)
-            return buffer.getvalue()
+            return _dump(self.pickler, self.buffer, value, session)
         finally:
-            pickler.session = None
-            pickler.clear_memo()  # the memo holds references to what it pickled
-            buffer.seek(0)
-            buffer.truncate()  # and the buffer would hold on to a large payload
             self.busy = False
+
+
+def _dump(pickler: _ReusablePickler, buffer: io.BytesIO, value: Any, session: EncodeSession | None) -> bytes:
+    pickler.session = session
+    try:
+        pickler.dump(value)
+        return buffer.getvalue()
+    finally:
+        pickler.session = None
+        pickler.clear_memo()  # the memo holds references to what it pickled
+        buffer.seek(0)
+        buffer.truncate()  # and the buffer would hold on to a large payload
 
 
 _PLAIN = _ReusedPickler(_PlainPickler)
@@ -490,10 +495,19 @@ def encode_task(
 
 
 def _simple(values: Iterable[Any]) -> bool:
-    """Whether every value is a scalar, a string or a (non-object) ndarray."""
+    """Whether every value is a scalar, a string or an ndarray of a plain dtype.
+
+    Not object arrays, nor structured dtypes or dtypes with metadata: what those hold
+    may need cloudpickle.
+    """
     for value in values:
         kind = type(value)
-        if kind not in _PLAIN_TYPES and (kind is not np.ndarray or value.dtype.hasobject):
+        if kind in _PLAIN_TYPES:
+            continue
+        if kind is not np.ndarray:
+            return False
+        dtype = value.dtype
+        if dtype.hasobject or dtype.fields is not None or dtype.metadata is not None:
             return False
     return True
 

@@ -126,6 +126,15 @@ def test_an_argument_viewed_by_the_result_is_not_overwritten(executor):
     assert not np.shares_memory(half, plus)
 
 
+def test_a_result_passed_back_by_reference_is_never_overwritten(executor):
+    """A pooled result passed to the next task stays the user's: the new result goes elsewhere."""
+    first = executor.submit(_tasks.plus_one, np.full(N, 1.0)).result(TIMEOUT)
+    second = executor.submit(_tasks.plus_one, first).result(TIMEOUT)
+    assert (first == 2).all()
+    assert (second == 3).all()
+    assert not np.shares_memory(first, second)
+
+
 def test_results_go_into_the_copied_arguments_they_fit(executor):
     """Several copied arguments of different sizes: each result lands in one that holds it."""
     small, large = np.full(N, 1.0), np.full(3 * N, 5.0)

@@ -116,6 +116,52 @@ def test_encode_task_of_scalars_and_arrays_matches_the_full_pickler(monkeypatch)
     assert decoded_kwargs["n"] is None
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: _read_only(np.arange(1000.0)),
+        lambda: np.arange(2000.0)[::2],
+        lambda: np.asfortranarray(np.arange(1000.0).reshape(20, 50)),
+        lambda: np.arange(1000, dtype=">f8"),
+        lambda: _read_only(np.arange(10.0)),  # small: pickled
+        lambda: np.arange(20, dtype=">i4")[::2],  # small, strided and byte-swapped
+    ],
+)
+def test_encode_task_keeps_layout_dtype_and_flags_as_the_full_pickler(make, monkeypatch):
+    """Arrays in args and kwargs arrive alike through both paths: values, dtype, layout, writeable."""
+    full, fast = session(), session()
+    call = ((b"fn", True), (make(),), {"k": make()})
+    expected = _codec.decode(_codec.encode_call(call, full))
+    monkeypatch.setattr(_codec, "_ArgumentPickler", None)  # the full pickler must not be needed
+    got = _codec.decode(_codec.encode_task(*call, fast))
+    assert fast.tally == full.tally
+    for a, b in ((got[1][0], expected[1][0]), (got[2]["k"], expected[2]["k"])):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+        assert a.flags.writeable == b.flags.writeable
+        assert a.flags.f_contiguous == b.flags.f_contiguous
+
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.ones(3, dtype=np.dtype(float, metadata={"f": lambda: 1})),  # metadata only cloudpickle pickles
+        np.zeros(3, dtype=[("a", "<i4")]),
+        np.array([None, 1], dtype=object),
+    ],
+)
+def test_encode_task_sends_other_dtypes_through_the_full_pickler(value):
+    """Arrays whose dtype may hold what plain pickle cannot take cloudpickle's path."""
+    _, (back,), _ = _codec.decode(_codec.encode_task((b"fn", True), (value,), {}, session()))
+    assert back.dtype == value.dtype
+    assert back.tolist() == value.tolist()
+
+
 def test_encode_task_with_other_arguments_uses_the_full_pickler():
     """A lambda, or an array inside a list, takes cloudpickle's path and still shares the array."""
     large = np.ones(1000)
