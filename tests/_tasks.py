@@ -60,6 +60,13 @@ def make_shared(n: int, value: float) -> np.ndarray:
     return out
 
 
+def make_shared_and_keep(n: int, value: float) -> np.ndarray:
+    """Return a shared array made here, and keep it (a worker-side cache)."""
+    out = make_shared(n, value)
+    _KEPT.append(out)
+    return out
+
+
 def make_plain(n: int, value: float) -> np.ndarray:
     return np.full(n, value)
 

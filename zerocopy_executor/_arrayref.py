@@ -29,8 +29,9 @@ class ArrayRef(NamedTuple):
     writeable: bool
     handover: bool  # the receiver becomes the segment's owner
     lent: bool  # a recycled segment: the receiver must not keep views past the call
-    # A copy made for this task alone (a copied argument): once the call is done with
-    # it, the worker may write the result there instead of into another segment.
+    # A copy made for this transfer alone, of which the sender keeps no view: a worker
+    # may write its result into a copied argument's segment once the call is done with
+    # it, and the parent recycles a result's segment once the result is dropped.
     scratch: bool = False
 
 

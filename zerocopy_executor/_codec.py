@@ -107,7 +107,7 @@ class EncodeSession:
         self.buffers: list[_segments.SegmentBuffer] = []  # the mappings behind pinned
         # Largest array copied: a segment that size is worth lending next time.
         self.copied_nbytes = 0
-        # Sizes of the recycled segments copied arguments went into (see ArrayRef.scratch).
+        # Sizes of the recycled segments arrays were copied into (see ArrayRef.scratch).
         self.scratch_sizes: list[int] = []
 
     def reduce_array(self, array: NDArray[Any]) -> tuple[Any, ...] | None:
@@ -146,8 +146,8 @@ class EncodeSession:
             buffer, lease = self.allocate(array.nbytes)
             base = buffer if lease is None else lease
             lent, handover = lease is not None, self.handover
-            scratch = lent and not handover  # a recycled segment holding an argument
-            if scratch:
+            scratch = True  # a copy for this transfer alone (see ArrayRef.scratch)
+            if lent:
                 self.scratch_sizes.append(len(buffer))
         order = _arrayref.layout_order(array)
         copy: NDArray[Any] = np.ndarray(array.shape, array.dtype, buffer=base, order=order)
@@ -199,17 +199,25 @@ class DecodeSession:
     """One decode pass in the parent.
 
     Views of recycled segments are made from their lease, so the segment is not reused
-    while they live; segments handed over by a worker are adopted.
+    while they live; segments handed over by a worker are adopted, and those it copied
+    a result into (it keeps no view of them) are leased from pool: their pages are warm.
     """
 
-    __slots__ = ("on_handover",)
+    __slots__ = ("on_handover", "pool")
 
-    def __init__(self, on_handover: Callable[[_segments.SegmentBuffer], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_handover: Callable[[_segments.SegmentBuffer], None] | None = None,
+        pool: _pool.SegmentPool | None = None,
+    ) -> None:
         self.on_handover = on_handover
+        self.pool = pool
 
     def base_for(self, buffer: _segments.SegmentBuffer, ref: _arrayref.ArrayRef) -> Any:
         """Return what views of buffer are made from."""
         lease = _pool.current_lease(buffer)
+        if lease is None and ref.scratch and ref.handover and self.pool is not None:
+            lease = _pool.lease(buffer, self.pool)
         return buffer if lease is None else lease
 
 

@@ -87,8 +87,8 @@ class SegmentPool:
 
     def give(self, buffer: _segments.SegmentBuffer) -> None:
         """Take back a segment nobody can see any more (or drop it if over the cap)."""
-        if not buffer.recyclable:
-            return  # dropping our reference unlinks it
+        if not buffer.recyclable or not _segments.is_owned(buffer):
+            return  # dropping our reference unlinks it (or its owner will)
         with self._lock:
             if self._closed or self._nbytes + len(buffer) > self.cap_nbytes:
                 return

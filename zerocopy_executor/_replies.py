@@ -19,7 +19,7 @@ import itertools
 import weakref
 from typing import Any, Protocol
 
-from . import _codec, _segments
+from . import _codec, _pool, _segments
 from ._stats import StatsCounter
 
 __all__ = ["ChunkReply", "DecodeFailure", "ReplyReceiver", "decode_reply", "register"]
@@ -30,6 +30,7 @@ class ReplyReceiver(Protocol):
 
     lend_nbytes: int
     stats: StatsCounter
+    pool: _pool.SegmentPool
 
     def adopt(self, buffer: _segments.SegmentBuffer) -> None: ...
 
@@ -62,7 +63,7 @@ def decode_reply(receiver: ReplyReceiver, data: Any, tally: dict[str, int] | Non
         return data
     if tally:
         receiver.stats.add(tally)
-    return _codec.decode(data, _codec.DecodeSession(receiver.adopt))
+    return _codec.decode(data, _codec.DecodeSession(receiver.adopt, receiver.pool))
 
 
 class DecodeFailure:

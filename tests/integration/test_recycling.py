@@ -148,6 +148,27 @@ def test_results_go_into_the_copied_arguments_they_fit(executor):
     assert all((r == 2).all() for r in grown)
 
 
+def test_a_dropped_result_segment_is_lent_for_the_next_result(executor):
+    """A result the worker copied into a segment of its own is recycled once dropped: one segment in all."""
+    a = zc.zeros(4 * N)
+    before, seen = our_segments(), set()
+    for _ in range(10):
+        result = executor.submit(_tasks.plus_one, a).result(TIMEOUT)
+        seen |= our_segments() - before
+        del result
+    assert len(seen) == 1, sorted(seen)
+
+
+def test_a_shared_result_the_worker_keeps_is_never_recycled(executor):
+    """A result made in shared memory by the worker, which keeps it, is not reused once dropped."""
+    n = 4 * N
+    executor.submit(_tasks.make_shared_and_keep, n, 1.0).result(TIMEOUT)  # dropped at once
+    for value in (2.0, 3.0):
+        executor.submit(_tasks.make_plain, n, value).result(TIMEOUT)
+        executor.submit(_tasks.total, np.full(n, value)).result(TIMEOUT)
+    assert executor.submit(_tasks.kept_sums).result(TIMEOUT) == [float(n)]
+
+
 def test_recycled_arguments_carry_new_values(executor):
     """Reused segments carry each task's own values, over many tasks."""
     for value in range(10):
