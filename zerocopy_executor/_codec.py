@@ -413,13 +413,13 @@ class _NotPlain(Exception):
     """Raised by _PlainPickler at the first object that needs our pickler."""
 
 
-class _ReusablePickler(pickle.Pickler):
-    """A pickler kept per thread (see _ReusedPickler); session is set for each dump."""
+class _SessionPickler(pickle.Pickler):
+    """A pickler that carries the current dump's session (kept per thread, see _ReusedPickler)."""
 
     session: EncodeSession | None = None
 
 
-class _PlainPickler(_ReusablePickler):
+class _PlainPickler(_SessionPickler):
     """Plain pickle that gives up at the first object it does not handle natively.
 
     The C pickler consults reducer_override only for objects other than None, bools
@@ -432,7 +432,7 @@ class _PlainPickler(_ReusablePickler):
         raise _NotPlain
 
 
-class _SimpleCallPickler(_ReusablePickler):
+class _SimpleCallPickler(_SessionPickler):
     """Plain pickle that shares arrays, for calls made only of scalars, strings and arrays.
 
     In such a call (see encode_task) the only objects pickle does not handle natively
@@ -450,7 +450,7 @@ class _SimpleCallPickler(_ReusablePickler):
 class _ReusedPickler(threading.local):
     """A pickler and its buffer per thread, reused: making them costs more than a dump."""
 
-    def __init__(self, kind: type[_ReusablePickler]) -> None:
+    def __init__(self, kind: type[_SessionPickler]) -> None:
         self.buffer = io.BytesIO()
         self.pickler = kind(self.buffer, _PROTOCOL)
         self.busy = False  # a dump that runs our code (arrays) could, in theory, re-enter
@@ -466,7 +466,7 @@ class _ReusedPickler(threading.local):
             self.busy = False
 
 
-def _dump(pickler: _ReusablePickler, buffer: io.BytesIO, value: Any, session: EncodeSession | None) -> bytes:
+def _dump(pickler: _SessionPickler, buffer: io.BytesIO, value: Any, session: EncodeSession | None) -> bytes:
     pickler.session = session
     try:
         pickler.dump(value)
