@@ -44,7 +44,7 @@ def collect() -> None:
 
 
 SHM_DIR = "/dev/shm"
-SEGMENT_PATTERN = re.compile(r"zc_([0-9]+)_[0-9a-f]{12}")
+SEGMENT_PATTERN = re.compile(r"zc_([0-9]+)_[0-9a-f]{18}")
 MiB = 1 << 20
 TIMEOUT = 60
 

@@ -4,49 +4,30 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from . import _arrayref, _segments
+from . import _arrayref, _namespace, _segments
 
 __all__ = [
     "empty",
     "empty_like",
     "is_shared",
     "process_allocator",
-    "set_process_tracker",
     "share",
     "zeros",
     "zeros_like",
 ]
 
 
-class _ProcessTracker:
-    """Where this process reports the segments it creates (a worker: its executor's ledger)."""
-
-    track: Callable[[str], None] | None = None
-    forget: Callable[[str], None] | None = None
-
-
-_TRACKER = _ProcessTracker()
-
-
-def set_process_tracker(track: Callable[[str], None], forget: Callable[[str], None]) -> None:
-    """Report every segment this process creates from now on (called in workers)."""
-    _TRACKER.track, _TRACKER.forget = track, forget
-
-
 def process_allocator(nbytes: int) -> tuple[_segments.SegmentBuffer, None]:
-    """Create a segment owned by this process, reported to its tracker if it has one.
+    """Create a segment owned by this process, tagged as its segments are (see _namespace).
 
     Returns the segment and no lease: it is not recycled.
     """
-    forget = _TRACKER.forget
-    hooks = () if forget is None else (forget,)
-    return _segments.create(nbytes, hooks=hooks, announce=_TRACKER.track), None
+    return _segments.create(nbytes, tag=_namespace.process_tag()), None
 
 
 def _normalize_shape(shape: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:

@@ -29,9 +29,9 @@ its results back as they are or as a ChunkReply that decodes itself in the manag
 thread (see _replies). Its future is map's own, so no caller sees it. Other chunks go
 through submit() as above.
 
-Every segment the executor's processes create is reported to a ledger in a
-SharedMemoryManager server (see _ledger), which releases what is left at shutdown, or
-when the parent dies. Recycling and its safety rules are described in _pool.
+Every segment the executor's processes create carries the executor's tag in its name,
+so shutdown() releases whatever a crashed worker left, and workers release everything
+if the parent dies (see _namespace). Recycling and its safety rules are described in _pool.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-from . import _codec, _mapping, _segments
+from . import _codec, _mapping, _namespace, _segments
 from ._config import DEFAULT_MIN_NBYTES, SharingPolicy
 from ._future import CancelSafeFuture, SharedFuture
 from ._state import SharingState, TaskEnvelope, TaskTicket
@@ -68,19 +68,23 @@ _PLAIN_CHUNK_MAX_NBYTES = 64 << 10
 
 def _close_in_background(state: SharingState) -> None:
     # A finalizer may run in any thread, even one a pending task needs: never block it.
-    threading.Thread(target=state.close, name="zerocopy-close").start()
+    # Workers may still be running: close() spares what they own.
+    threading.Thread(target=state.close, kwargs={"workers_gone": False}, name="zerocopy-close").start()
 
 
 def _close_after_shutdown(
     state: SharingState, stale_work_items: dict[Any, Any] | None, manager_thread: threading.Thread | None
 ) -> None:
-    state.close()  # returns once every task has settled
-    if stale_work_items is not None and manager_thread is not None:
+    if manager_thread is not None:
+        # It ends once the pending tasks are done and it has joined every worker: then
+        # nothing but the parent owns a segment of ours any more (joined already if wait).
+        manager_thread.join()
+    state.close(workers_gone=True)
+    if stale_work_items is not None:
         # After shutdown(cancel_futures=True) ProcessPoolExecutor's manager thread goes on
         # with a new dict of work items, and the executor keeps the old one: every future
         # that finished since, and its result's shared memory, would live as long as the
-        # executor. Nothing reads it once that thread is gone (joined already if wait).
-        manager_thread.join()
+        # executor. Nothing reads it once that thread is gone.
         stale_work_items.clear()
 
 
@@ -140,18 +144,17 @@ class SharedArrayExecutor(ProcessPoolExecutor):
                 raise TypeError(msg)
             extra["max_tasks_per_child"] = max_tasks_per_child
         context = mp_context if mp_context is not None else _default_context(max_tasks_per_child)
-        setup = WorkerSetup(os.getpid(), policy, initializer, tuple(initargs))
+        setup = WorkerSetup(os.getpid(), policy, initializer, tuple(initargs), _namespace.new_tag())
         super().__init__(max_workers, context, initialize, (setup,), **extra)
         # After the parent's own checks (max_workers first), which start nothing.
         _require_callable(initializer)
         # Workers must share our resource tracker; under fork they only inherit it if
         # it runs before the first fork (fact 3).
         resource_tracker.ensure_running()
-        self._sharing = SharingState(policy, context, setup)
-        # Dropped without shutdown(): release as shutdown would, once the tasks are done
-        # (the manager's own finalizer would also unlink the results the user holds).
+        self._sharing = SharingState(policy, setup)
+        # Dropped without shutdown(): release as shutdown would, once the tasks are done.
         finalizer = weakref.finalize(self, _close_in_background, self._sharing)
-        finalizer.atexit = False  # at exit the manager's own finalizer cleans up
+        finalizer.atexit = False  # no thread can start then: _state sweeps at exit instead
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Submits a callable to be executed with the given arguments.
@@ -164,7 +167,6 @@ class SharedArrayExecutor(ProcessPoolExecutor):
             A Future representing the given call.
         """
         state = self._sharing
-        state.start_ledger()
         envelope = TaskEnvelope(state, (fn, args, kwargs))
         state.in_flight.add(envelope)  # before the task exists, so close() cannot miss it
         adopted = False
@@ -242,8 +244,10 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         manager_thread = getattr(self, "_executor_manager_thread", None)  # None once joined
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
         stale = getattr(self, "_pending_work_items", None) if cancel_futures else None
-        if not isinstance(stale, dict) or not isinstance(manager_thread, threading.Thread):
-            stale = manager_thread = None
+        if not isinstance(manager_thread, threading.Thread):
+            manager_thread = None
+        if not isinstance(stale, dict) or manager_thread is None:
+            stale = None
         close = partial(_close_after_shutdown, self._sharing, stale, manager_thread)
         if wait:
             close()
@@ -298,7 +302,6 @@ class _ChunkTasks:
         self, executor: SharedArrayExecutor, function: tuple[bytes, bool], plain: bytes
     ) -> Future[list[Any]]:
         state = self._state
-        state.start_ledger()
         ticket = TaskTicket(state)  # in flight until the reply is decoded
         future = None
         try:

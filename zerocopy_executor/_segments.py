@@ -11,14 +11,14 @@ The rules that keep /dev/shm clean (DESIGN.md facts 1, 3, 4 and 8):
   a pool shares that tracker, so attaching never registers (gh-82300: before 3.13
   ``SharedMemory(name=...)`` registers on attach, hence the use of ``_posixshmem``).
 - Whoever's ``shm_unlink`` succeeds unregisters it, once; unlinking is atomic, so two
-  cleaners (an owner and the executor's ledger) never both unregister.
+  cleaners (an owner and the executor's sweep, see _namespace) never both unregister.
 - Pages are reserved with ``posix_fallocate`` at creation: on a full tmpfs the first
   write to an unbacked page raises SIGBUS, a reserved one cannot.
 - The process that owns a segment unlinks it when its last view is garbage-collected
   (or at interpreter exit). Unlinking while mapped is fine on POSIX: other processes
   keep their mappings, only the name goes away.
-- Names are short (macOS allows 31 characters), random, never reused, created with
-  ``O_EXCL`` and mode 0600, and carry the creator's pid so a leak points at its owner.
+- Names (see _namespace) are short, random, never reused, created with ``O_EXCL`` and
+  mode 0600, and carry the creator's pid and its executor's tag.
 """
 
 from __future__ import annotations
@@ -30,21 +30,17 @@ import ctypes
 import errno
 import mmap
 import os
-import re
-import secrets
-import shutil
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from multiprocessing import resource_tracker
 from typing import Any
 
-from . import _reaper
+from . import _namespace, _reaper
 from ._errors import SegmentError
 
 __all__ = [
-    "NAME_PREFIX",
     "SegmentBuffer",
     "attach",
     "create",
@@ -54,15 +50,12 @@ __all__ = [
     "is_owned",
     "on_release",
     "owned_live_names",
-    "shm_total_bytes",
+    "release_tagged",
     "take_ownership",
     "unlink",
 ]
 
-NAME_PREFIX = "zc_"
-_NAME_PATTERN = re.compile(rf"{NAME_PREFIX}[0-9]+_[0-9a-f]{{12}}")
 _RTYPE = "shared_memory"
-_SHM_DIR = "/dev/shm"
 
 
 class SegmentBuffer(mmap.mmap):
@@ -149,11 +142,6 @@ class _MappingTable:
 _TABLE = _MappingTable()
 
 
-def new_name() -> str:
-    """Return a fresh, unguessable segment name (at most 30 characters)."""
-    return f"{NAME_PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
-
-
 def _map(fd: int, nbytes: int, name: str, *, populate: bool) -> SegmentBuffer:
     # Pre-faulting a whole mapping in one call costs a fraction of faulting it page by
     # page, but is wasted on a task that touches a slice of a big shared array.
@@ -177,43 +165,20 @@ def _reserve(fd: int, nbytes: int) -> None:
     fallocate(fd, 0, nbytes)
 
 
-def shm_total_bytes() -> int | None:
-    """Size of the shared-memory filesystem, if it can be read."""
-    try:
-        return shutil.disk_usage(_SHM_DIR).total
-    except OSError:
-        return None
-
-
-def _shm_free_bytes() -> int | None:
-    try:
-        return shutil.disk_usage(_SHM_DIR).free
-    except OSError:
-        return None
-
-
-def create(
-    nbytes: int,
-    *,
-    hooks: tuple[Callable[[str], None], ...] = (),
-    announce: Callable[[str], None] | None = None,
-) -> SegmentBuffer:
+def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = ()) -> SegmentBuffer:
     """Create, reserve and map a new segment owned by this process.
 
     Args:
         nbytes: size in bytes, at least 1.
+        tag: the tag of the executor the segment belongs to (see _namespace).
         hooks: called with the name after this process unlinks the segment.
-        announce: called with the name *before* the segment exists, so that a record
-            of it survives this process being killed while it creates it.
 
     Raises:
         SegmentError: the segment could not be created or its pages reserved (for
             example /dev/shm is full, or no file descriptor is left); nothing is
             left behind.
     """
-    name = new_name()
-    if announce is not None:
-        announce(name)
+    name = _namespace.new_name(tag)
     path = "/" + name
     try:
         fd = _posixshmem.shm_open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
@@ -245,8 +210,8 @@ def _failure(what: str, exc: OSError) -> str:
             "the limit (ulimit -n) or keep fewer shared arrays alive"
         )
     elif exc.errno in (errno.ENOSPC, errno.ENOMEM):
-        free = _shm_free_bytes()
-        room = f"{_SHM_DIR} has {free} bytes free" if free is not None else "shared memory is full"
+        free = _namespace.shm_free_bytes()
+        room = f"{_namespace.SHM_DIR} has {free} bytes free" if free is not None else "shared memory is full"
         remedy = f"{room}; enlarge /dev/shm (for Docker: --shm-size) or share smaller arrays"
     else:
         remedy = "check that /dev/shm is a writable tmpfs"
@@ -267,7 +232,7 @@ def attach(name: str, *, populate: bool = False) -> SegmentBuffer:
     buffer = _TABLE.get(name)
     if buffer is not None:
         return buffer
-    if not _NAME_PATTERN.fullmatch(name):
+    if _namespace.creator_pid(name) is None:
         msg = f"refusing to attach segment {name!r}: not a zerocopy_executor segment name"
         raise SegmentError(msg)
     try:
@@ -338,7 +303,7 @@ def unlink(name: str, *, unregister_if_gone: bool = False) -> bool:
     The caller whose unlink succeeds is the one that unregisters it from the resource
     tracker, so the tracker sees exactly one unregister for its one register. An owner
     passes ``unregister_if_gone``: nobody else unregisters a segment its owner still
-    holds (the ledger forgets those before it releases anything).
+    holds (a sweep spares running creators and what the sweeping process owns).
     """
     path = "/" + name
     try:
@@ -349,6 +314,12 @@ def unlink(name: str, *, unregister_if_gone: bool = False) -> bool:
         return False
     resource_tracker.unregister(path, _RTYPE)
     return True
+
+
+def release_tagged(tag: str, keep: Collection[str] = (), *, spare_running_creators: bool = True) -> int:
+    """Unlink the segments that carry an executor's tag (see _namespace); return how many."""
+    names = _namespace.tagged_names(tag, keep, spare_running_creators=spare_running_creators)
+    return sum(unlink(name) for name in names)
 
 
 def find(low: int, high: int) -> tuple[SegmentBuffer, int] | None:

@@ -1,4 +1,4 @@
-"""The sharing side of one executor: its segments, its ledger, its pool, its tasks.
+"""The sharing side of one executor: its segments, its tag, its pool, its tasks.
 
 Kept apart from the executor class so that tasks and callbacks hold this, not the
 executor: an executor dropped without shutdown() is then collected the way
@@ -7,16 +7,15 @@ ProcessPoolExecutor is, while its pending tasks still settle.
 
 from __future__ import annotations
 
+import atexit
 import threading
+import weakref
 from collections.abc import Sequence
-from multiprocessing.context import BaseContext
-from multiprocessing.managers import SharedMemoryManager
 from typing import Any
 
-from . import _codec, _pool, _replies, _segments
+from . import _codec, _namespace, _pool, _replies, _segments
 from ._config import SharingPolicy
 from ._errors import SegmentError, SharedArrayError
-from ._ledger import LedgerClient, start_ledger
 from ._stats import StatsCounter
 from ._worker import WITHDRAWN, WorkerSetup
 
@@ -26,37 +25,25 @@ __all__ = ["SharingState", "TaskEnvelope", "TaskTicket"]
 class SharingState:
     """Everything the executor's tasks need after the executor itself may be gone."""
 
-    def __init__(self, policy: SharingPolicy, context: BaseContext, setup: WorkerSetup) -> None:
+    def __init__(self, policy: SharingPolicy, setup: WorkerSetup) -> None:
         self.policy = policy
-        self.context = context
         self.setup = setup
+        self.tag = setup.tag  # in the name of every segment this executor's processes make
         self.stats = StatsCounter()
         self.live: set[str] = set()  # segments created by this executor, not yet released
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         # Tasks submitted and not yet settled (set.add and discard need no lock).
         self.in_flight: set[TaskEnvelope | TaskTicket] = set()
-        self.manager: SharedMemoryManager | None = None
-        self.ledger: LedgerClient | None = None
         self.closed = False
         self.pool = _pool.SegmentPool(_pool_cap_nbytes())
         # Size of the largest array the last result copied: lend a segment that size.
         self.lend_nbytes = 0
         self.token = _replies.register(self)  # how map() chunks' replies find us
-
-    def start_ledger(self) -> None:
-        """Start the SharedMemoryManager before the first worker (it is in their setup)."""
-        if self.ledger is not None:  # started (set last): the common case, no lock needed
-            return
-        with self.lock:
-            if self.manager is not None or self.closed:
-                return
-            self.manager, proxy = start_ledger(self.context)
-            self.setup.ledger_proxy = proxy
-            self.ledger = LedgerClient(proxy)  # last: submit() checks it without the lock
+        _OPEN_STATES.add(self)
 
     def allocate(self, nbytes: int) -> tuple[_segments.SegmentBuffer, Any]:
-        """Lease a warm pooled segment, or create one (owned here, recorded in the ledger)."""
+        """Lease a warm pooled segment, or create one (owned here, marked with our tag)."""
         buffer = self.pool.take(nbytes)
         if buffer is None:
             # The last result's segment may still be on its way back (the reaper thread
@@ -64,8 +51,7 @@ class SharingState:
             _segments.drain_releases()
             buffer = self.pool.take(nbytes)
         if buffer is None:
-            announce = None if self.ledger is None else self.ledger.track
-            buffer = _segments.create(nbytes, hooks=(self.forget,), announce=announce)
+            buffer = _segments.create(nbytes, tag=self.tag, hooks=(self.forget,))
             self.live.add(buffer.name)
         return buffer, _pool.lease(buffer, self.pool)
 
@@ -83,15 +69,13 @@ class SharingState:
             return None  # the worker will try a fresh segment, and warn if that fails too
 
     def adopt(self, buffer: _segments.SegmentBuffer) -> None:
-        """Count a result segment handed over by a worker (the ledger knows it already)."""
+        """Count a result segment handed over by a worker."""
         self.live.add(buffer.name)
         _segments.on_release(buffer, self.forget)
 
     def forget(self, name: str) -> None:
         """Called after a segment of ours was unlinked (from a finalizer: no I/O here)."""
         self.live.discard(name)
-        if self.ledger is not None and not self.closed:
-            self.ledger.forget(name)
 
     def task_settled(self, task: TaskEnvelope | TaskTicket) -> None:
         self.in_flight.discard(task)
@@ -99,23 +83,26 @@ class SharingState:
             with self.lock:
                 self.idle.notify_all()
 
-    def close(self) -> None:
-        """Release every segment still recorded, except results the user still holds."""
+    def close(self, *, workers_gone: bool = True) -> None:
+        """Release every segment of ours, except results the user still holds.
+
+        Args:
+            workers_gone: the pool's workers have exited. A sweep then also releases
+                what a crashed worker left; before that, segments whose creator still
+                runs are spared (it owns them and will unlink them itself).
+        """
         with self.lock:
             while self.in_flight:  # the last settle notifies under the lock
                 self.idle.wait(timeout=1.0)  # unless a Ctrl-C landed between its discard and notify
             self.closed = True
-            manager, ledger, self.manager, self.ledger = self.manager, self.ledger, None, None
+        _OPEN_STATES.discard(self)
         self.pool.close()
-        # Unlink what is already dead before the ledger releases anything: a segment is
-        # unregistered by its owner or by the ledger, never both.
+        # Unlink what is already dead first: an owner's release and the sweep must not
+        # both unregister a segment (only the one whose unlink succeeds does).
         _segments.drain_releases()
-        if manager is None or ledger is None:
-            return
-        # Results outlive the executor (DESIGN.md): their names stay linked until the
-        # last view dies here.
-        ledger.forget_now(name for name in _segments.owned_live_names() if name in self.live)
-        manager.shutdown()
+        # Results outlive the executor (DESIGN.md): the parent's live segments are kept.
+        keep = set(_segments.owned_live_names())
+        _segments.release_tagged(self.tag, keep, spare_running_creators=not workers_gone)
 
 
 class TaskEnvelope:
@@ -207,7 +194,23 @@ class TaskTicket:
         self.state.task_settled(self)
 
 
+# Executors not shut down yet: at interpreter exit, what their crashed workers left is
+# released (ProcessPoolExecutor's own exit hook has joined their workers by then).
+_OPEN_STATES: weakref.WeakSet[SharingState] = weakref.WeakSet()
+
+
+def _release_at_exit() -> None:
+    _segments.drain_releases()
+    keep = set(_segments.owned_live_names())  # _segments unlinks those after us
+    for state in list(_OPEN_STATES):
+        state.pool.close()
+        _segments.release_tagged(state.tag, keep)
+
+
+atexit.register(_release_at_exit)
+
+
 def _pool_cap_nbytes() -> int:
     """Recycle at most a quarter of /dev/shm, and at most 2 GiB."""
-    total = _segments.shm_total_bytes()
+    total = _namespace.shm_total_bytes()
     return min(2 << 30, (total or 0) // 4)

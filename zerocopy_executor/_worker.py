@@ -12,12 +12,12 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from . import _arrays, _codec, _segments
+from . import _arrays, _codec, _namespace, _segments
 from ._config import SharingPolicy
 from ._errors import SharedArrayError
-from ._ledger import LedgerClient
 from ._replies import ChunkReply
 from ._watchdog import exit_with_parent
 
@@ -36,11 +36,14 @@ CACHE_IDLE_SECONDS = 2.0
 
 
 class WorkerSetup:
-    """What a worker needs before its first task.
+    """What a worker needs before its first task (pickled when each worker starts).
 
-    Mutable on purpose: the executor starts its ledger on first submit, after the
-    pool was built but before any worker starts, and fills it in here. Under spawn
-    and forkserver it is pickled when each worker starts; under fork it is inherited.
+    Args:
+        parent_pid: the executor's process: workers exit when it dies.
+        policy: the executor's sharing policy.
+        initializer: the user's initializer, or None.
+        initargs: its arguments.
+        tag: the executor's tag, put in the names of the segments workers create.
     """
 
     def __init__(
@@ -49,12 +52,13 @@ class WorkerSetup:
         policy: SharingPolicy,
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],
+        tag: str,
     ) -> None:
         self.parent_pid = parent_pid
         self.policy = policy
         self.initializer = initializer
         self.initargs = initargs
-        self.ledger_proxy: Any = None
+        self.tag = tag
 
     def __reduce__(self) -> tuple[Any, ...]:
         # cloudpickle lets a lambda or __main__ function be the initializer; by-reference
@@ -63,14 +67,12 @@ class WorkerSetup:
         never_copy = SharingPolicy(min_nbytes=sys.maxsize)
         session = _codec.EncodeSession(never_copy, _arrays.process_allocator, handover=False)
         init = _codec.encode_call((self.initializer, self.initargs), session)
-        return (_restore_setup, (self.parent_pid, self.policy, init, self.ledger_proxy))
+        return (_restore_setup, (self.parent_pid, self.policy, init, self.tag))
 
 
-def _restore_setup(parent_pid: int, policy: SharingPolicy, init: bytes, ledger_proxy: Any) -> WorkerSetup:
+def _restore_setup(parent_pid: int, policy: SharingPolicy, init: bytes, tag: str) -> WorkerSetup:
     initializer, initargs = pickle.loads(init)
-    setup = WorkerSetup(parent_pid, policy, initializer, initargs)
-    setup.ledger_proxy = ledger_proxy
-    return setup
+    return WorkerSetup(parent_pid, policy, initializer, initargs, tag)
 
 
 class _MappingCache:
@@ -112,13 +114,13 @@ _POLICY = SharingPolicy()
 
 
 def initialize(setup: WorkerSetup) -> None:
-    """Worker initializer: exit with the parent, report segments, run the user's initializer."""
+    """Worker initializer: tag our segments, exit with the parent, run the user's initializer."""
     global _POLICY  # noqa: PLW0603 - one policy per worker process
-    exit_with_parent(setup.parent_pid)
+    _namespace.set_process_tag(setup.tag)
+    # Orphaned: release everything of this executor's, ours and the dead parent's.
+    release_all = partial(_segments.release_tagged, setup.tag, spare_running_creators=False)
+    exit_with_parent(setup.parent_pid, release_all)
     _POLICY = setup.policy
-    if setup.ledger_proxy is not None:
-        client = LedgerClient(setup.ledger_proxy)
-        _arrays.set_process_tracker(client.track, client.forget)
     if setup.initializer is not None:
         setup.initializer(*setup.initargs)
 

@@ -36,7 +36,7 @@ MiB = 1 << 20
 # unregistered twice, or left for it to clean up (DESIGN.md facts 2 and 3).
 NOISE = ("leaked shared_memory", "resource_tracker", "KeyError", "Traceback")
 ORPHAN_GRACE_SECONDS = 5.0
-NAME_RE = re.compile(r"zc_[0-9]+_[0-9a-f]{12}")
+NAME_RE = re.compile(r"zc_[0-9]+_[0-9a-f]{18}")
 
 SCRIPT = """\
 import faulthandler
@@ -284,13 +284,13 @@ def _comm(pid: int) -> str:
 
 
 def test_parent_sigkill_takes_every_helper_and_segment_with_it(tmp_path, reaper, start_method):
-    """Parent SIGKILLed mid-map: within 5 s its workers, manager, tracker, forkserver, segments are gone."""
+    """Parent SIGKILLed mid-map: within 5 s its workers, tracker, forkserver and segments are gone."""
     ready, tree, names, segments_before, alive, left, elapsed, stderr = kill_parent_mid_map(
         tmp_path, reaper, start_method, "zerocopy", ORPHAN_GRACE_SECONDS
     )
     assert set(ready["workers"]) <= set(tree)
-    # The tree had at least 2 workers, the manager server and the resource tracker.
-    assert len(tree) >= 4, names
+    # The tree had at least 2 workers and the resource tracker.
+    assert len(tree) >= 3, names
     assert segments_before, "the map had no segment in flight: the test proves nothing"
     assert not alive, f"still running {elapsed:.1f} s after the kill: {[names.get(p) for p in alive]}"
     assert not left, f"segments left {elapsed:.1f} s after the kill: {left}"
@@ -519,7 +519,7 @@ def test_shared_memory_in_use_is_bounded_by_tasks_in_flight(tmp_path, reaper, st
 
 
 def test_segments_are_private_with_short_attributable_names(tmp_path, reaper, start_method):
-    """Segments made in the parent, for copies and in workers are mode 0600, named zc_<pid>_<12 hex>."""
+    """Segments made in the parent, for copies and in workers are mode 0600, named zc_<pid>_<18 hex>."""
     run = run_scenario(tmp_path, reaper, "scenario_segment_security", start_method)
     modes = run.report["modes"]
     assert len(modes) >= 4, modes  # empty(), share(), a copied argument, a worker's result
@@ -563,7 +563,7 @@ FORGERIES: dict[str, Forgery] = {
     "rank_mismatch": lambda name, size: (name, 0, (4, 4), (8,)),
     "not_our_prefix": lambda name, size: ("psm_0123456789ab", 0, (4,), (8,)),
     "path_escape": lambda name, size: ("../" + name, 0, (4,), (8,)),
-    "missing_segment": lambda name, size: ("zc_1_000000000000", 0, (4,), (8,)),
+    "missing_segment": lambda name, size: ("zc_1_000000000000000000", 0, (4,), (8,)),
 }
 
 

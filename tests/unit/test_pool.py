@@ -10,11 +10,11 @@ import os
 
 import numpy as np
 
-from zerocopy_executor import _pool, _segments
+from zerocopy_executor import _namespace, _pool, _segments
 
 
 def make(nbytes):
-    return _segments.create(nbytes)
+    return _segments.create(nbytes, tag=_namespace.new_tag())
 
 
 def test_pool_never_exceeds_its_cap():

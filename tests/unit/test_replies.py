@@ -11,7 +11,7 @@ import threading
 import numpy as np
 import pytest
 
-from zerocopy_executor import SegmentError, _codec, _config, _replies, _segments, _state, _worker
+from zerocopy_executor import SegmentError, _codec, _config, _namespace, _replies, _segments, _state, _worker
 
 
 def worker_encoded(value, handover=True):
@@ -21,7 +21,7 @@ def worker_encoded(value, handover=True):
 
 
 def _allocate(nbytes):
-    return _segments.create(nbytes), None
+    return _segments.create(nbytes, tag=_namespace.new_tag()), None
 
 
 def test_a_plain_reply_is_returned_as_it_is(state):

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 import zerocopy_executor as zc
-from zerocopy_executor import _arrayref, _segments
+from zerocopy_executor import _arrayref, _namespace, _segments
 from zerocopy_executor._errors import SegmentError
+
+TAG = _namespace.new_tag()
 
 
 def shm_path(name: str) -> str:
@@ -22,17 +24,18 @@ def shm_path(name: str) -> str:
 
 
 def test_segment_name_is_short_random_and_attributable():
-    """Names are at most 30 characters, carry the pid, and are never repeated."""
-    names = {_segments.new_name() for _ in range(1000)}
+    """Names are at most 30 characters, carry the pid and the tag, and are never repeated."""
+    names = {_namespace.new_name(TAG) for _ in range(1000)}
     assert len(names) == 1000
     for name in names:
         assert len(name) + 1 <= 30  # with the leading slash shm_open takes
-        assert re.fullmatch(rf"zc_{os.getpid()}_[0-9a-f]{{12}}", name)
+        assert re.fullmatch(rf"zc_{os.getpid()}_{TAG}[0-9a-f]{{10}}", name)
+        assert _namespace.creator_pid(name) == os.getpid()
 
 
 def test_segment_created_with_mode_0600():
     """Segments are readable and writable by their owner only."""
-    buffer = _segments.create(4096)
+    buffer = _segments.create(4096, tag=TAG)
     mode = stat.S_IMODE(os.stat(shm_path(buffer.name)).st_mode)
     assert mode == 0o600
     del buffer
@@ -56,7 +59,7 @@ def test_segment_unlinked_when_last_view_dies():
 
 def test_attach_reuses_the_existing_mapping():
     """Attaching a segment already mapped here returns the same mapping."""
-    buffer = _segments.create(4096)
+    buffer = _segments.create(4096, tag=TAG)
     assert _segments.attach(buffer.name) is buffer
 
 
@@ -69,12 +72,12 @@ def test_attach_refuses_foreign_names():
 def test_attach_missing_segment_explains():
     """A segment unlinked before attach gives a SegmentError that says what to do."""
     with pytest.raises(SegmentError, match="was unlinked before this process attached it; keep"):
-        _segments.attach(f"zc_{os.getpid()}_000000000000")
+        _segments.attach(f"zc_{os.getpid()}_{TAG}0000000000")
 
 
 def test_unlink_is_idempotent():
     """Unlinking twice reports that the second found nothing."""
-    buffer = _segments.create(4096)
+    buffer = _segments.create(4096, tag=TAG)
     assert _segments.unlink(buffer.name) is True
     assert _segments.unlink(buffer.name) is False
     _segments.disown(buffer)
