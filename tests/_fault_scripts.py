@@ -287,9 +287,9 @@ class ForgedArray:
         self.ref = ref
 
     def __reduce__(self) -> tuple[Any, ...]:
-        from zerocopy_executor import _codec
+        from zerocopy_executor import _sessions
 
-        return (_codec._rebuild, tuple(self.ref))
+        return (_sessions._rebuild, tuple(self.ref))
 
 
 def forged_ref(name: str, offset: int, shape: tuple[int, ...], strides: tuple[int, ...] | None = None) -> Any:

@@ -271,3 +271,42 @@ class CallCounter:
     def __call__(self, _: Any = None) -> int:
         self.calls += 1
         return self.calls
+
+
+class Raiser:
+    """Methods that raise, sent by reference (as ProcessPoolExecutor sends them)."""
+
+    @classmethod
+    def from_classmethod(cls, message: str) -> None:
+        raise RuntimeError(message)  # marker: classmethod line
+
+    def from_method(self, message: str) -> None:
+        raise RuntimeError(message)  # marker: method line
+
+
+# A lambda has no importable name: cloudpickle sends it by value.
+raise_from_lambda = lambda message: Raiser().from_method(message)  # noqa: E731  # marker: lambda line
+
+
+def _refuse_to_rebuild(message: str) -> None:
+    raise ValueError(message)
+
+
+class ErrorAtUnpickle:
+    """Pickles fine, raises ValueError wherever it is unpickled."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse_to_rebuild, ("refused to unpickle",))
+
+
+class ExitAtUnpickle:
+    """Pickles fine, raises SystemExit(3) wherever it is unpickled."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import sys
+
+        return (sys.exit, (3,))
+
+
+def return_instance(cls: type) -> Any:
+    return cls()

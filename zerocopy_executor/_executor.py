@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 
 from . import _codec, _mapping, _namespace, _segments
 from ._config import DEFAULT_MIN_NBYTES, SharingPolicy
+from ._force_shutdown import force_shutdown
 from ._future import CancelSafeFuture, SharedFuture
 from ._state import SharingState, TaskEnvelope, TaskTicket
 from ._stats import ExecutorStats
@@ -191,8 +192,9 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         """Return an iterator of fn applied to the items of the iterables, in order.
 
         As ProcessPoolExecutor.map, with Python 3.14's *buffersize* on every version.
-        Chunks of plain arguments (numbers, strings, short containers of them) are
-        sent without going through :meth:`submit`, for speed.
+        Every chunk goes through :meth:`submit`, as in ProcessPoolExecutor, when
+        ``submit`` is overridden or replaced on the instance; otherwise chunks of plain
+        arguments (numbers, strings, short containers of them) take a faster path.
 
         Args:
             fn: A callable that will take as many arguments as there are
@@ -254,10 +256,41 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         else:
             threading.Thread(target=close, name="zerocopy-shutdown").start()
 
+    if not hasattr(ProcessPoolExecutor, "terminate_workers"):  # added in Python 3.14
+
+        def terminate_workers(self) -> None:
+            """Attempts to terminate the executor's workers.
+
+            Iterates through all of the current worker processes and terminates
+            each one that is still alive.
+
+            After terminating workers, the pool will be in a broken state
+            and no longer usable (for instance, new tasks should not be
+            submitted).
+            """
+            force_shutdown(self, "terminate")
+
+        def kill_workers(self) -> None:
+            """Attempts to kill the executor's workers.
+
+            Iterates through all of the current worker processes and kills
+            each one that is still alive.
+
+            After killing workers, the pool will be in a broken state
+            and no longer usable (for instance, new tasks should not be
+            submitted).
+            """
+            force_shutdown(self, "kill")
+
     def stats(self) -> ExecutorStats:
         """Return a snapshot of the arrays sent so far, in both directions, by path."""
         _segments.drain_releases()  # count segments already collected as released
         return self._sharing.stats.snapshot(live_segments=len(self._sharing.live))
+
+
+def _submit_is_wrapped(executor: SharedArrayExecutor) -> bool:
+    """Whether submit() is not ours: overridden by a subclass, or replaced on the instance."""
+    return type(executor).submit is not SharedArrayExecutor.submit or "submit" in vars(executor)
 
 
 class _ChunkTasks:
@@ -269,15 +302,17 @@ class _ChunkTasks:
     envelope nor a SharedFuture: its reply decodes itself (see _replies). Through
     submit() a tiny task cost the parent 1.17x ProcessPoolExecutor's instructions,
     this way 0.99x (benchmarks/w5_instructions.py). Any other chunk goes through
-    submit(). This departs from "map() flows through submit()": a subclass that
-    overrides submit() does not see plain chunks.
+    submit(), and so does every chunk when submit() is overridden by a subclass or
+    replaced on the instance: clients such as tqdm's ``process_map`` count finished
+    chunks that way (DESIGN.md fact 16).
     """
 
     def __init__(self, executor: SharedArrayExecutor, fn: Callable[..., Any]) -> None:
         self._executor = weakref.ref(executor)  # map's iterator must not keep it alive (as 3.14's)
         self._state = executor._sharing
         self._task = partial(run_chunk, fn)
-        self._function = _codec.encode_function(fn)  # once for all the chunks
+        # Once for all the chunks; None if every chunk must go through submit().
+        self._function = None if _submit_is_wrapped(executor) else _codec.encode_function(fn)
 
     def submit_next(self, chunks: Iterator[_mapping.Chunk]) -> Future[list[Any]] | None:
         """Submit the next chunk; None if there is none, or the executor is gone."""
@@ -286,7 +321,7 @@ class _ChunkTasks:
         if executor is None or chunk is None:
             return None
         function = self._function
-        if function is not None and not self._state.lends():
+        if function is not None and not self._state.lends() and "submit" not in vars(executor):
             plain = _codec.encode_plain(chunk)
             if plain is not None and len(plain) <= _PLAIN_CHUNK_MAX_NBYTES:
                 return self._submit_plain(executor, function, plain)

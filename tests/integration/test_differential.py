@@ -187,6 +187,27 @@ def test_exception_keeps_type_message_and_remote_traceback(make_pool):
         future.result(timeout=TIMEOUT)
 
 
+@pytest.mark.parametrize("method", ["from_classmethod", "from_method"])
+def test_exception_traceback_of_a_method_shows_its_file_and_line(make_pool, method):
+    """A method's remote traceback names its file and shows the raising line (sent by reference)."""
+    executor = make_pool()
+    target = getattr(_tasks.Raiser if method == "from_classmethod" else _tasks.Raiser(), method)
+    exc = executor.submit(target, "boom").exception(timeout=TIMEOUT)
+    remote = str(exc.__cause__)
+    assert _tasks.__file__ in remote
+    assert "raise RuntimeError(message)  # marker:" in remote
+
+
+def test_exception_traceback_of_a_lambda_shows_its_file_and_line_with_us():
+    """Intended improvement: a lambda, sent by value, keeps its file and source line in the traceback."""
+    with SAE(1, mp_context=FORK) as executor:
+        exc = executor.submit(_tasks.raise_from_lambda, "boom").exception(timeout=TIMEOUT)
+    remote = str(exc.__cause__)
+    assert "<dynamic-code>" not in remote
+    assert f'File "{_tasks.__file__}"' in remote
+    assert "# marker: lambda line" in remote
+
+
 def test_exception_custom_attributes_survive(make_pool):
     """A custom exception comes back as its own class, with its attributes."""
     executor = make_pool()
@@ -383,6 +404,80 @@ def test_callable_object_state_is_fresh_in_every_task(make_pool):
     assert executor.submit(adder, [2]).result(TIMEOUT) == [1, 2]
     adder.args[0].append(3)  # a partial's list may change between tasks
     assert executor.submit(adder, [2]).result(TIMEOUT) == [1, 3, 2]
+
+
+def counted_map(
+    executor: ProcessPoolExecutor, fn: Callable[..., Any], items: list[Any]
+) -> tuple[list[Any], int]:
+    """Run map with submit replaced on the instance, as tqdm's process_map does; count the chunks."""
+    calls = []
+    original = executor.submit
+
+    def submit(*args: Any, **kwargs: Any) -> cf.Future[Any]:
+        future = original(*args, **kwargs)
+        future.add_done_callback(calls.append)
+        return future
+
+    executor.submit = submit  # type: ignore[method-assign]
+    results = list(executor.map(fn, items, timeout=TIMEOUT, chunksize=2))
+    wait_for(lambda: len(calls) == (len(items) + 1) // 2)  # done-callbacks may trail the results
+    return results, len(calls)
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("items", [list(range(9)), [big(i) for i in range(3)]], ids=["plain", "arrays"])
+def test_map_calls_a_submit_replaced_on_the_instance_for_every_chunk(make_pool, items):
+    """A submit() patched on the instance (tqdm's process_map) sees every chunk map sends."""
+    results, chunks = counted_map(make_pool(), _tasks.identity, items)
+    assert len(results) == len(items)
+    assert chunks == (len(items) + 1) // 2
+
+
+def test_map_calls_a_subclass_submit_for_every_chunk(executor_cls):
+    """A subclass that overrides submit() sees every chunk map sends."""
+    seen = []
+
+    class Counting(executor_cls):  # type: ignore[valid-type, misc]
+        def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+            seen.append(fn)
+            return super().submit(fn, *args, **kwargs)
+
+    with Counting(2, mp_context=FORK) as executor:
+        assert list(executor.map(_tasks.double, range(10), chunksize=3)) == [2 * i for i in range(10)]
+    assert len(seen) == 4
+
+
+def test_map_drives_tqdm_process_map_progress(executor_cls):
+    """tqdm's executor map counts chunks through a patched submit: its bar reaches the total."""
+    concurrent = pytest.importorskip("tqdm.contrib.concurrent")
+    tqdm = pytest.importorskip("tqdm")
+    bars = []
+
+    class Bar(tqdm.tqdm):  # type: ignore[misc, name-defined]
+        def close(self) -> None:
+            bars.append(self.n)
+            super().close()
+
+    executor_map = concurrent._executor_map  # what process_map runs, with its executor class
+    with open(os.devnull, "w") as devnull:
+        results = executor_map(
+            functools.partial(executor_cls, mp_context=FORK),
+            _tasks.double,
+            range(12),
+            max_workers=2,
+            chunksize=3,
+            tqdm_class=Bar,
+            disable=False,
+            file=devnull,
+        )
+    assert results == [2 * i for i in range(12)]
+    assert bars[-1:] == [4]  # one update per chunk
 
 
 def test_map_multiple_iterables_stop_at_the_shortest(make_pool):
@@ -824,6 +919,17 @@ def test_read_only_arrays_arrive_as_they_do_in_process_pool_executor():
     assert array_flags_outcome(SAE) == array_flags_outcome(PPE)
 
 
+def test_read_only_view_of_a_shared_array_arrives_read_only_on_every_python():
+    """Intended difference before 3.14: a read-only shared argument is the same memory, still read-only."""
+    shared = zc.zeros(BIG)
+    view = shared[::2]
+    view.setflags(write=False)
+    with SAE(1, mp_context=FORK) as executor:
+        assert executor.submit(_tasks.array_kind, view).result(timeout=TIMEOUT) == ("ndarray", False)
+        assert executor.submit(_tasks.array_kind, shared).result(timeout=TIMEOUT) == ("ndarray", True)
+    del view, shared
+
+
 def test_same_object_twice_arrives_as_one_object(executor_cls):
     """An object passed twice in one call, or returned twice, arrives as one object (pickle memo)."""
     with executor_cls(2, mp_context=FORK) as executor:
@@ -912,6 +1018,31 @@ def test_result_failing_to_unpickle_fails_only_that_future_with_us():
         assert executor.submit(_tasks.add, 1, 2).result(timeout=TIMEOUT) == 3
 
 
+@pytest.mark.parametrize(
+    ("bad", "error"), [(_tasks.ErrorAtUnpickle, ValueError), (_tasks.ExitAtUnpickle, SystemExit)]
+)
+def test_argument_failing_to_unpickle_fails_only_that_future_with_us(bad, error):
+    """Intended improvement: an argument a worker cannot unpickle breaks PPE's pool; here, one future."""
+    with PPE(1, mp_context=FORK) as executor:
+        assert type(executor.submit(_tasks.identity, bad()).exception(timeout=TIMEOUT)) is BrokenProcessPool
+        with pytest.raises(BrokenProcessPool):
+            executor.submit(_tasks.add, 1, 2)
+    with SAE(1, mp_context=FORK) as executor:
+        assert type(executor.submit(_tasks.identity, bad()).exception(timeout=TIMEOUT)) is error
+        assert executor.submit(_tasks.add, 1, 2).result(timeout=TIMEOUT) == 3
+
+
+def test_result_exiting_while_unpickled_fails_only_that_future_with_us():
+    """Intended improvement: SystemExit while the parent unpickles a result fails that future, as from fn."""
+    with PPE(1, mp_context=FORK) as executor:
+        future = executor.submit(_tasks.return_instance, _tasks.ExitAtUnpickle)
+        assert type(future.exception(timeout=TIMEOUT)) is BrokenProcessPool
+    with SAE(1, mp_context=FORK) as executor:
+        future = executor.submit(_tasks.return_instance, _tasks.ExitAtUnpickle)
+        assert type(future.exception(timeout=TIMEOUT)) is SystemExit
+        assert executor.submit(_tasks.add, 1, 2).result(timeout=TIMEOUT) == 3
+
+
 # --- crashes -------------------------------------------------------------------------
 
 
@@ -942,6 +1073,40 @@ def test_worker_killed_by_signal_breaks_the_pool(mp_context):
     assert ppe[1] is not None
     assert ppe[1][0] is BrokenProcessPool
     assert sae == ppe
+
+
+def forced_shutdown_outcome(cls: type[ProcessPoolExecutor], context: Any, how: str, gate: Gate) -> Any:
+    executor = cls(1, mp_context=context)
+    running = executor.submit(_tasks.block_until, gate.release, gate.started, big(1))
+    gate.wait_started()
+    pending = executor.submit(_tasks.add, 1, 2)
+    workers = [p for p in multiprocessing.active_children() if p.pid != os.getpid()]
+    getattr(executor, how)()
+    # The queued task was cancelled, or failed if it had already been handed to the worker.
+    pending_ran = (
+        not pending.cancelled() and type(pending.exception(timeout=TIMEOUT)) is not BrokenProcessPool
+    )
+    outcome = (
+        type(running.exception(timeout=TIMEOUT)),
+        pending_ran,
+        error_of(lambda: executor.submit(_tasks.add, 1, 1)),
+    )
+    executor.shutdown(wait=True)
+    for worker in workers:
+        worker.join(TIMEOUT)
+    return outcome
+
+
+@pytest.mark.parametrize("how", ["terminate_workers", "kill_workers"])
+def test_forced_shutdown_stops_workers_and_releases_everything(mp_context, how, tmp_path):
+    """terminate/kill_workers: running and queued tasks break, as on 3.14; nothing leaks."""
+    sae = forced_shutdown_outcome(SAE, mp_context, how, Gate(tmp_path / "sae"))
+    assert sae[0] is BrokenProcessPool
+    assert sae[1] is False
+    assert sae[2] is not None
+    assert sae[2][0] is BrokenProcessPool
+    if hasattr(PPE, how):
+        assert forced_shutdown_outcome(PPE, mp_context, how, Gate(tmp_path / "ppe")) == sae
 
 
 def killed_neighbour_outcome(cls: type[ProcessPoolExecutor], gate: Gate) -> tuple[Any, ...]:
@@ -1061,11 +1226,14 @@ def test_api_docstrings_document_what_the_parent_documents():
         assert missing == [], f"{name}: {missing}"
 
 
-def test_api_does_not_define_terminate_or_kill_workers():
-    """We define neither terminate_workers nor kill_workers (3.14 additions) ourselves."""
+def test_api_terminate_and_kill_workers_on_every_python():
+    """terminate_workers and kill_workers are 3.14's own from 3.14, ours with its docstrings before."""
     for name in ("terminate_workers", "kill_workers"):
-        assert name not in vars(SAE)
-        assert getattr(SAE, name, None) is getattr(PPE, name, None)
+        if hasattr(PPE, name):
+            assert name not in vars(SAE)
+        else:
+            assert name in vars(SAE)
+            assert "the pool will be in a broken state" in inspect.getdoc(getattr(SAE, name))
 
 
 def test_api_futures_keep_the_future_docstrings():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,10 @@ SCRIPT = textwrap.dedent(
     def read_setting(_):
         return SETTING
 
+    def read_setting_if_word(word):
+        # A set literal is a frozenset constant, ordered by the hash seed (DESIGN.md fact 15).
+        return SETTING if word in {{"alpha", "beta", "gamma", "delta", "epsilon", "zeta"}} else None
+
     def scaled(a, factor):
         return a * factor
 
@@ -32,6 +37,8 @@ SCRIPT = textwrap.dedent(
         ctx = multiprocessing.get_context("{method}")
         with zc.SharedArrayExecutor(2, mp_context=ctx, initializer=configure, initargs=("set",)) as ex:
             assert list(ex.map(read_setting, range(4))) == ["set"] * 4, "initializer global not seen"
+            words = ["alpha", "zeta", "omega"]
+            assert list(ex.map(read_setting_if_word, words)) == ["set", "set", None], "set literal by value"
             out = ex.submit(scaled, np.ones(1 << 18), 3.0).result(60)
             assert (out == 3).all()
             offset = 5
@@ -43,11 +50,12 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.parametrize("method", START_METHODS)
 def test_script_main_functions_by_reference(tmp_path, method):
-    """In a script, __main__ functions run by reference: the initializer's global is seen."""
+    """In a script, __main__ functions run by reference, any hash seed: initializer globals are seen."""
     script = tmp_path / "job.py"
     script.write_text(SCRIPT.format(method=method))
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONHASHSEED"}  # random per process
     result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False, env=env
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
@@ -60,9 +68,15 @@ def test_fileless_main_functions_by_value(method):
 
     (``python -`` cannot use spawn at all: CPython tries to re-run ``<stdin>`` as a file.)
     """
-    code = SCRIPT.format(method=method).replace(
-        'assert list(ex.map(read_setting, range(4))) == ["set"] * 4, "initializer global not seen"',
-        "list(ex.map(read_setting, range(4)))",
+    code = (
+        SCRIPT.format(method=method)
+        .replace(
+            'assert list(ex.map(read_setting, range(4))) == ["set"] * 4, "initializer global not seen"',
+            "list(ex.map(read_setting, range(4)))",
+        )
+        .replace(
+            "assert list(ex.map(read_setting_if_word, words))", "list(ex.map(read_setting_if_word, words))"
+        )
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import zerocopy_executor as zc
-from zerocopy_executor import _codec
+from zerocopy_executor import _codec, _main_functions
 from zerocopy_executor._arrays import process_allocator
 from zerocopy_executor._config import SharingPolicy
 
@@ -99,7 +99,7 @@ def test_encode_task_of_scalars_and_arrays_matches_the_full_pickler(monkeypatch)
     args, kwargs = (shared, large, small, 3, "s"), {"k": small[::2], "n": None}
     full = session()
     expected = _codec.decode(_codec.encode_call(((b"fn", True), args, kwargs), full))
-    monkeypatch.setattr(_codec, "_ArgumentPickler", None)  # the full pickler must not be needed
+    monkeypatch.setattr(_codec, "ArgumentPickler", None)  # the full pickler must not be needed
     fast = session()
     function, (a, b, c, n, text), decoded_kwargs = _codec.decode(
         _codec.encode_task((b"fn", True), args, kwargs, fast)
@@ -132,7 +132,7 @@ def test_encode_task_keeps_layout_dtype_and_flags_as_the_full_pickler(make, monk
     full, fast = session(), session()
     call = ((b"fn", True), (make(),), {"k": make()})
     expected = _codec.decode(_codec.encode_call(call, full))
-    monkeypatch.setattr(_codec, "_ArgumentPickler", None)  # the full pickler must not be needed
+    monkeypatch.setattr(_codec, "ArgumentPickler", None)  # the full pickler must not be needed
     got = _codec.decode(_codec.encode_task(*call, fast))
     assert fast.tally == full.tally
     for a, b in ((got[1][0], expected[1][0]), (got[2]["k"], expected[2]["k"])):
@@ -203,9 +203,22 @@ def test_main_function_fingerprint_ignores_file_path():
         return x + 1
 
     g = f.__code__.replace(co_filename="/elsewhere.py")
-    assert _codec._fingerprint(f.__code__) == _codec._fingerprint(g)
+    assert _main_functions._fingerprint(f.__code__) == _main_functions._fingerprint(g)
 
     def h(x):
         return x + 2
 
-    assert _codec._fingerprint(f.__code__) != _codec._fingerprint(h.__code__)
+    assert _main_functions._fingerprint(f.__code__) != _main_functions._fingerprint(h.__code__)
+
+
+def test_main_function_fingerprint_ignores_set_order():
+    """Equal frozenset constants in another order (another hash seed) give the same fingerprint."""
+
+    def f(x):
+        return x in {1, 9, 17}
+
+    one, other = frozenset([1, 9, 17]), frozenset([17, 9, 1])
+    assert list(one) != list(other)  # same set, iterated (and so repr'd) in another order
+    swap = {one: other}
+    code = f.__code__.replace(co_consts=tuple(swap.get(c, c) for c in f.__code__.co_consts))
+    assert _main_functions._fingerprint(f.__code__) == _main_functions._fingerprint(code)

@@ -1,0 +1,227 @@
+"""The picklers: cloudpickle for calls, ForkingPickler for results, plain pickle when it will do.
+
+Arguments are pickled with a cloudpickle Pickler (lambdas and ``__main__`` functions
+work under every start method), by reference first (DESIGN.md fact 10); results with
+the same pickler class as ProcessPoolExecutor (``ForkingPickler``), so what cannot be
+returned there cannot be returned here either. Both hand everything they do not own
+back to their parent class (``reducer_override`` returns NotImplemented), and the C
+pickler only consults it for objects that are not built-in containers or scalars, so
+a payload without arrays pays almost nothing extra. Calls made only of what pickle
+handles natively skip all of that (``PLAIN``, ``SIMPLE_CALL``).
+"""
+
+from __future__ import annotations
+
+import copyreg
+import io
+import marshal
+import pickle
+import threading
+import types
+import weakref
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+import cloudpickle
+import numpy as np
+
+from . import _main_functions
+from ._sessions import PROTOCOL, EncodeSession
+
+__all__ = [
+    "BY_REFERENCE",
+    "PLAIN",
+    "SIMPLE_CALL",
+    "ArgumentPickler",
+    "NotPlain",
+    "ResultPickler",
+    "dumps_by_value",
+]
+
+
+def _dispatch_table() -> dict[type, Any]:
+    """Return the reducers: cloudpickle's over ForkingPickler's (sockets...) and copyreg's.
+
+    A plain dict, rebuilt when a registry grows: cloudpickle's own ChainMap costs a
+    Python-level lookup for every object the C pickler saves (~15 us per tiny task).
+    """
+    extra: dict[type, Any] = ForkingPickler._extra_reducers  # type: ignore[attr-defined]
+    key = (len(copyreg.dispatch_table), len(extra))
+    if _DISPATCH[0] != key:
+        # cloudpickle's own reducers (a fixed table) win, as in its ChainMap; but code keeps
+        # its file name (see _reduce_code).
+        merged = {**copyreg.dispatch_table, **extra, **cloudpickle.Pickler.dispatch_table}
+        merged[types.CodeType] = _reduce_code
+        _DISPATCH[:] = [key, merged]
+    table: dict[type, Any] = _DISPATCH[1]
+    return table
+
+
+_DISPATCH: list[Any] = [None, {}]
+
+
+def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
+    """Pickle code sent by value whole, its file name and line table included.
+
+    cloudpickle renames it ``<dynamic-code>`` (DESIGN.md fact 15), so a worker's traceback
+    of a lambda or a notebook function would show no file and no source line, where
+    ProcessPoolExecutor's (by reference) shows both. Workers run this same interpreter,
+    so marshal's format, which is CPython's own for code, is the one to use.
+    """
+    try:
+        return (marshal.loads, (marshal.dumps(code),))
+    except ValueError:  # a constant marshal cannot hold (code built by hand)
+        reduced: tuple[Any, ...] = cloudpickle.cloudpickle._code_reduce(code)
+        return reduced
+
+
+def _reduce_method(method: types.MethodType) -> tuple[Any, ...] | None:
+    """Pickle a bound method by reference, as pickle does: its object and its name.
+
+    cloudpickle pickles the method's function by value whenever it is not reachable
+    by its qualified name, which is the case for a classmethod: the traceback then
+    loses its file (CPython's ``test_traceback``). None if getattr would not find it.
+    """
+    name = method.__func__.__name__
+    try:
+        found = getattr(method.__self__, name, None) == method
+    except Exception:  # a property or __getattr__ that fails: leave it to cloudpickle
+        found = False
+    return (getattr, (method.__self__, name)) if found else None
+
+
+# Functions and classes cloudpickle sends by reference, remembered: deciding costs
+# ~8 us each time, and map() sends the same function with every chunk.
+BY_REFERENCE: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+class ArgumentPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
+    dispatch_table: dict[type, Any]  # per instance, read by the C pickler at init
+
+    def __init__(self, file: io.BytesIO, session: EncodeSession) -> None:
+        self.dispatch_table = _dispatch_table()
+        super().__init__(file, protocol=PROTOCOL)
+        self._session = session
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is np.ndarray or kind is np.memmap:
+            return self._session.reduce_array(obj) or NotImplemented
+        if kind is types.FunctionType and obj.__module__ == "__main__":
+            reduced = _main_functions.reduce_main_function(obj, dumps_by_value)
+            if reduced is not None:
+                return reduced
+        if kind is types.MethodType:
+            reduced = _reduce_method(obj)
+            if reduced is not None:
+                return reduced
+        if kind is types.FunctionType or isinstance(obj, type):
+            if BY_REFERENCE.get(obj, False):
+                return NotImplemented
+            reduced = super().reducer_override(obj)
+            if reduced is NotImplemented:
+                BY_REFERENCE[obj] = True
+            return reduced
+        return super().reducer_override(obj)
+
+
+class ResultPickler(ForkingPickler):
+    def __init__(self, file: io.BytesIO, session: EncodeSession) -> None:
+        super().__init__(file, PROTOCOL)
+        self._session = session
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is np.ndarray or kind is np.memmap:
+            return self._session.reduce_array(obj) or NotImplemented
+        return NotImplemented
+
+
+class NotPlain(Exception):
+    """Raised by PlainPickler at the first object that needs our pickler."""
+
+
+class _SessionPickler(pickle.Pickler):
+    """A pickler that carries the current dump's session (kept per thread, see _ReusedPickler)."""
+
+    session: EncodeSession | None = None
+
+
+class PlainPickler(_SessionPickler):
+    """Plain pickle that gives up at the first object it does not handle natively.
+
+    The C pickler consults reducer_override only for objects other than None, bools
+    and exact int, float, bytes, str, dict, set, frozenset, list and tuple instances,
+    so a call made of those (map() over numbers sends ``((x,),)``) is pickled at C
+    speed, without our pickler's set-up: that is most of a tiny task's encoding.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        raise NotPlain
+
+
+class SimpleCallPickler(_SessionPickler):
+    """Plain pickle that shares arrays, for calls made only of scalars, strings and arrays.
+
+    In such a call (see encode_task) the only objects pickle does not handle natively
+    are the arrays and what NumPy's own pickling of a small one is made of (NumPy's
+    functions, classes and dtypes, all importable): none needs cloudpickle, whose
+    pickler costs ~5 us to make and a Python-level hook per object.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is np.ndarray and self.session is not None:
+            return self.session.reduce_array(obj) or NotImplemented
+        return NotImplemented
+
+
+class _ReusedPickler(threading.local):
+    """A pickler and its buffer per thread, reused: making them costs more than a dump."""
+
+    def __init__(self, kind: type[_SessionPickler]) -> None:
+        self.buffer = io.BytesIO()
+        self.pickler = kind(self.buffer, PROTOCOL)
+        self.busy = False  # a dump that runs our code (arrays) could, in theory, re-enter
+
+    def dumps(self, value: Any, session: EncodeSession | None = None) -> bytes:
+        if self.busy:  # re-entered: a pickler of its own
+            buffer = io.BytesIO()
+            return _dump(type(self.pickler)(buffer, PROTOCOL), buffer, value, session)
+        self.busy = True
+        try:
+            return _dump(self.pickler, self.buffer, value, session)
+        finally:
+            self.busy = False
+
+
+def _dump(pickler: _SessionPickler, buffer: io.BytesIO, value: Any, session: EncodeSession | None) -> bytes:
+    pickler.session = session
+    try:
+        pickler.dump(value)
+        return buffer.getvalue()
+    finally:
+        pickler.session = None
+        pickler.clear_memo()  # the memo holds references to what it pickled
+        buffer.seek(0)
+        buffer.truncate()  # and the buffer would hold on to a large payload
+
+
+PLAIN = _ReusedPickler(PlainPickler)
+SIMPLE_CALL = _ReusedPickler(SimpleCallPickler)
+
+
+class _ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
+    """cloudpickle, with code objects kept whole (see _reduce_code)."""
+
+    dispatch_table: dict[type, Any]
+
+    def __init__(self, file: io.BytesIO) -> None:
+        self.dispatch_table = _dispatch_table()
+        super().__init__(file, protocol=PROTOCOL)
+
+
+def dumps_by_value(fn: types.FunctionType) -> bytes:
+    """Pickle a function by value (cloudpickle), its code with its file name."""
+    buffer = io.BytesIO()
+    _ByValuePickler(buffer).dump(fn)
+    return buffer.getvalue()
