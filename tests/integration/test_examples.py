@@ -156,6 +156,18 @@ def test_library_function_agrees_across_executors(start_method):
         assert name in stdout
 
 
+def test_producer_consumer_matches_the_queue_pipeline(start_method):
+    """producer_consumer.py: map(buffersize=) and the JoinableQueue pipeline give the serial results."""
+    stdout = run_example("producer_consumer", start_method)
+    assert "arrays_pickled=0" in stdout
+
+
+def test_structured_records_keep_int64_ids(start_method):
+    """structured_records.py fills a structured shared array exactly; the float table rounds ids."""
+    stdout = run_example("structured_records", start_method)
+    assert "bytes_copied=0" in stdout
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("distributed") is None,
     reason="needs dask.distributed: pip install zerocopy_executor[distributed]",
