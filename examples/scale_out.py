@@ -207,7 +207,7 @@ def main():
     with ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
         start_workers(pool, WORKERS)
         moved = move_arrays(pool, move, MOVE_CALLS if repeats > 1 else 1)
-        print(f"  {'ProcessPoolExecutor':<39}  | argument {moved[0]:6.1f} ms, round trip {moved[1]:6.1f} ms")
+        print(f"  {'ProcessPoolExecutor':<40}  | argument {moved[0]:6.1f} ms, round trip {moved[1]:6.1f} ms")
 
     for name, (smoothed, energies) in results.items():
         if not np.array_equal(smoothed, serial):
