@@ -116,3 +116,13 @@ def test_portable_map_on_dask_bounds_look_ahead(dask_executor):
     assert list(itertools.islice(results, 6)) == [float(i * MB // 8) for i in range(1, 7)]
     results.close()
     assert source.taken <= 6 + 3
+
+
+@needs_distributed
+def test_dask_futures_work_with_wait_and_as_completed(dask_executor):
+    """dask's executor returns concurrent.futures futures: wait() and as_completed() work on them."""
+    fs = [portable.submit(dask_executor, _tasks.add, i, y=1) for i in range(4)]
+    done, not_done = futures.wait(fs, timeout=TIMEOUT)
+    assert len(done) == 4
+    assert not not_done
+    assert sorted(f.result() for f in futures.as_completed(fs, timeout=TIMEOUT)) == [1, 2, 3, 4]
