@@ -137,27 +137,27 @@ def run_on(name, executor, work):
     return smoothed, energies
 
 
-def import_distributed():
-    """Return dask.distributed's Client and LocalCluster, or exit saying what to install."""
+def import_dask():
+    """Return dask, and dask.distributed's Client and LocalCluster; or exit saying what to install."""
     # Imported here, not at the top: the process pools' workers re-import this script
     # under spawn and forkserver, and need not pay for importing dask.
     try:
-        from distributed import Client, LocalCluster  # noqa: PLC0415 - see above
+        import dask  # noqa: PLC0415 - see above
+        from distributed import Client, LocalCluster  # noqa: PLC0415
     except ImportError as exc:
         msg = "scale_out.py needs dask.distributed: pip install zerocopy_executor[distributed]"
         raise SystemExit(msg) from exc
-    return Client, LocalCluster
+    return dask, Client, LocalCluster
 
 
-def start_dask_cluster(local_cluster, scratch):
-    """A LocalCluster of worker processes, on loopback, quiet, with its files in scratch."""
+def start_dask_cluster(local_cluster):
+    """A LocalCluster of worker processes, on loopback, quiet."""
     return local_cluster(
         n_workers=WORKERS,
         threads_per_worker=1,  # one task at a time per process, as in a process pool
         processes=True,
         host="127.0.0.1",  # no network beyond loopback
         dashboard_address=None,
-        local_directory=scratch,
         silence_logs=logging.ERROR,  # its INFO and WARNING lines would go to stderr
     )
 
@@ -194,9 +194,14 @@ def main():
         results["SharedArrayExecutor"] = run_on("SharedArrayExecutor", executor, work)
         print(f"    {executor.stats()}")
 
-    client_class, local_cluster = import_distributed()
-    with tempfile.TemporaryDirectory(prefix="scale-out-") as scratch:
-        cluster = start_dask_cluster(local_cluster, scratch)
+    dask, client_class, local_cluster = import_dask()
+    # The workers' and the scheduler's files go to a scratch directory removed at the end,
+    # not to a dask-scratch-space directory left in the system's temporary directory.
+    with (
+        tempfile.TemporaryDirectory(prefix="scale-out-") as scratch,
+        dask.config.set({"temporary-directory": scratch}),
+    ):
+        cluster = start_dask_cluster(local_cluster)
         try:
             with client_class(cluster) as client:
                 dask_executor = client.get_executor(pure=False)

@@ -63,26 +63,29 @@ def test_portable_submit_on_process_pools(mp_context):
 
 
 @pytest.fixture(scope="module")
-def dask_executor() -> Iterator[Any]:
+def dask_executor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """dask.distributed's executor over a LocalCluster of 2 worker processes, on loopback."""
     if not HAS_DISTRIBUTED:
         pytest.skip("needs dask.distributed: pip install zerocopy_executor[distributed]")
+    import dask
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
-    try:
-        with Client(cluster) as client:
-            # pure=False: dask would otherwise run identical calls once (and hash every argument)
-            yield client.get_executor(pure=False)
-    finally:
-        cluster.close()
+    # Its files (and the scheduler's) go to a scratch directory, not /tmp/dask-scratch-space.
+    with dask.config.set({"temporary-directory": str(tmp_path_factory.mktemp("dask"))}):
+        cluster = LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        try:
+            with Client(cluster) as client:
+                # pure=False: dask would otherwise run identical calls once (and hash every argument)
+                yield client.get_executor(pure=False)
+        finally:
+            cluster.close()
 
 
 @needs_distributed
