@@ -7,6 +7,11 @@ in shared memory and let the workers write their parts straight into it; with an
 executor the chunks are computed and returned as ordinary arrays. Every path runs the
 same arithmetic on the same chunks, so all results are bit-for-bit identical.
 
+It keeps to the calls every executor understands, so it also runs on dask.distributed's
+executor (``examples/scale_out.py`` runs it there): ``map`` gets lists, never an iterator
+such as ``itertools.repeat`` (dask's ``map`` needs iterables with a length), and results
+come back as return values (in-place writes reach the caller only through shared memory).
+
 Run:  python examples/library_function.py [--start-method {fork,forkserver,spawn}] [--quick]
       (--quick: one million numbers instead of four, one timed run)
 """
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from itertools import pairwise, repeat
+from itertools import pairwise
 
 import numpy as np
 
@@ -61,15 +66,16 @@ def smooth(data, *, window=WINDOW, executor=None, chunks=8):
     bounds = [(a, b) for a, b in pairwise(np.linspace(0, size, chunks + 1).astype(int)) if b > a]
     # Each output chunk [a, b) needs the inputs [a, b + window - 1): the chunks overlap.
     pieces = [data[a : b + window - 1] for a, b in bounds]
+    windows = [window] * len(pieces)  # a list, not itertools.repeat: every executor's map takes one
     if isinstance(executor, zc.SharedArrayExecutor):
         # Zero-copy path: workers write disjoint slices of one shared output in place.
         out = zc.empty_like(data[:size])
-        list(executor.map(moving_average_into, pieces, [out[a:b] for a, b in bounds], repeat(window)))
+        list(executor.map(moving_average_into, pieces, [out[a:b] for a, b in bounds], windows))
         return out
     if executor is None:
         parts = [moving_average(piece, window) for piece in pieces]
     else:
-        parts = list(executor.map(moving_average, pieces, repeat(window)))
+        parts = list(executor.map(moving_average, pieces, windows))
     return np.concatenate(parts)
 
 

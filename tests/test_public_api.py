@@ -54,3 +54,12 @@ def test_executor_stats_fields():
         "bytes_pickled",
         "live_segments",
     ]
+
+
+def test_portable_submodule_names():
+    """zerocopy_executor.portable is a public submodule with exactly map and submit."""
+    from zerocopy_executor import portable
+
+    assert portable.__all__ == ["map", "submit"]
+    assert callable(portable.map)
+    assert callable(portable.submit)

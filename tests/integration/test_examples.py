@@ -11,6 +11,7 @@ of /dev/shm: that listing also sees segments of any other test run on the machin
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -152,4 +153,27 @@ def test_library_function_agrees_across_executors(start_method):
     """library_function.py's smooth() gives identical results serially and with three executors."""
     stdout = run_example("library_function", start_method)
     for name in ("serial", "ThreadPoolExecutor", "ProcessPoolExecutor", "SharedArrayExecutor"):
+        assert name in stdout
+
+
+def test_producer_consumer_matches_the_queue_pipeline(start_method):
+    """producer_consumer.py: map(buffersize=) and the JoinableQueue pipeline give the serial results."""
+    stdout = run_example("producer_consumer", start_method)
+    assert "arrays_pickled=0" in stdout
+
+
+def test_structured_records_keep_int64_ids(start_method):
+    """structured_records.py fills a structured shared array exactly; the float table rounds ids."""
+    stdout = run_example("structured_records", start_method)
+    assert "bytes_copied=0" in stdout
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("distributed") is None,
+    reason="needs dask.distributed: pip install zerocopy_executor[distributed]",
+)
+def test_scale_out_agrees_on_dask(start_method):
+    """scale_out.py gives identical results on SharedArrayExecutor and dask's executor, quietly."""
+    stdout = run_example("scale_out", start_method)
+    for name in ("SharedArrayExecutor", "dask.distributed", "ProcessPoolExecutor"):
         assert name in stdout
