@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import pickle
 import time
 
 import numpy as np
@@ -44,11 +45,13 @@ def test_plain_argument_is_a_private_copy(executor):
     assert stats.arrays_by_reference == 0
 
 
-def test_plain_argument_worker_copy_is_writable(executor):
-    """The worker's copy of a plain array is writable, even if the parent's is read-only."""
+def test_plain_argument_worker_copy_is_writable_as_pickling_makes_it(executor):
+    """The worker's copy of a read-only plain array is writable before 3.14, read-only from (protocol 5)."""
     a = np.ones(BIG)
     a.flags.writeable = False
-    assert executor.submit(_tasks.flags, a).result(TIMEOUT) == {"writeable": True, "shared": True}
+    writeable = pickle.DEFAULT_PROTOCOL < 5
+    assert executor.submit(_tasks.flags, a).result(TIMEOUT) == {"writeable": writeable, "shared": True}
+    assert executor.submit(_tasks.flags, a[::2]).result(TIMEOUT) == {"writeable": True, "shared": True}
 
 
 def test_shared_argument_writes_are_visible(executor):
