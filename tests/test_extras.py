@@ -30,7 +30,9 @@ def test_core_imports_no_optional_library():
     assert done.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize(("module", "missing", "extra"), [("joblib", "joblib", "joblib")])
+@pytest.mark.parametrize(
+    ("module", "missing", "extra"), [("joblib", "joblib", "joblib"), ("dask", "dask", "dask")]
+)
 def test_missing_extra_names_its_install(module, missing, extra):
     """Without its library, an integration module raises ImportError naming the extra to install."""
     done = run(
