@@ -89,3 +89,8 @@ def add_one_in_place(block: np.ndarray) -> np.ndarray:
     """A map_blocks function that writes into its block (and returns it)."""
     block += 1
     return block
+
+
+def bump(x: float, data: np.ndarray) -> np.ndarray:
+    """A vector-valued integrand for quad_vec, scaled by an array in the args."""
+    return np.array([x * data[0], x * x * data[1]])

@@ -29,7 +29,14 @@ from typing import Any
 
 # The executor's own modules (test_process_pool holds ExecutorTest's) and those of the
 # functions that take an executor: shutdown, deadlock, init, wait, as_completed.
-MODULES = ("test_process_pool", "test_shutdown", "test_deadlock", "test_init", "test_wait", "test_as_completed")
+MODULES = (
+    "test_process_pool",
+    "test_shutdown",
+    "test_deadlock",
+    "test_init",
+    "test_wait",
+    "test_as_completed",
+)
 ENV_FLAG = "ZC_CPYTHON_SUITE_EXECUTOR"
 _HOOK_NAME = "zz_zerocopy_cpython_suite.pth"
 # Executed by site.py at every interpreter start in this environment; inert unless the
@@ -57,7 +64,9 @@ def suite_modules() -> list[ModuleType]:
     if not hasattr(package, "__path__"):
         return [package]
     names = {info.name for info in pkgutil.iter_modules(package.__path__)}
-    return [importlib.import_module(f"test.test_concurrent_futures.{name}") for name in MODULES if name in names]
+    return [
+        importlib.import_module(f"test.test_concurrent_futures.{name}") for name in MODULES if name in names
+    ]
 
 
 def _patch_mixins(modules: list[ModuleType], executor: type) -> None:
