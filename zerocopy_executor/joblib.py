@@ -35,10 +35,11 @@ import atexit
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -165,7 +166,7 @@ class _Lease:
     executor: SharedArrayExecutor
     users: int = 0
     retired: bool = False  # no new user may take it (broken, or its workers stuck)
-    timer: threading.Timer | None = field(default=None, repr=False)
+    deadline: float | None = None  # when idle: the time.monotonic() at which it shuts down
 
 
 class _ExecutorCache:
@@ -175,14 +176,17 @@ class _ExecutorCache:
     started it, so that the next call finds its workers warm (imports done, shared
     memory mapped). Unlike loky's, it is never resized: a call with another
     configuration gets its own, and idle ones of other configurations are shut down.
-    Executors are shut down in background threads (a retired one may still run a
-    task nobody waits for), which :meth:`shutdown` joins.
+    One thread watches the idle deadlines (a timer per call cost each call a thread
+    start, about 1 ms), and exits when no executor is idle. Executors are shut down in
+    background threads (a retired one may still run a task nobody waits for), which
+    :meth:`shutdown` joins.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._leases: list[_Lease] = []  # handed out or idle; retired ones until their last user leaves
         self._closers: list[threading.Thread] = []
+        self._watcher: threading.Thread | None = None
 
     def acquire(self, config: _PoolConfig) -> _Lease:
         """Take the executor for config (a new one if needed)."""
@@ -193,9 +197,7 @@ class _ExecutorCache:
                     self._close(idle)
                 lease = _Lease(config, config.start())
                 self._leases.append(lease)
-            if lease.timer is not None:
-                lease.timer.cancel()
-                lease.timer = None
+            lease.deadline = None
             lease.users += 1
             return lease
 
@@ -208,12 +210,12 @@ class _ExecutorCache:
             if lease.retired:
                 self._close(lease)
                 return
-            timer = threading.Timer(idle_timeout, self._expire)
-            timer.args = (lease, timer)
-            timer.daemon = True  # never delay the interpreter's exit (atexit shuts it down)
-            timer.name = "zerocopy-joblib-idle"
-            lease.timer = timer
-            timer.start()
+            lease.deadline = time.monotonic() + idle_timeout
+            if self._watcher is None:
+                # A daemon: it must never delay the interpreter's exit (atexit shuts down).
+                self._watcher = threading.Thread(target=self._watch, name="zerocopy-joblib-idle", daemon=True)
+                self._watcher.start()
+            self._lock.notify()
 
     def retire(self, lease: _Lease) -> None:
         """No later Parallel call gets this executor (its pool broke, or tasks are stuck)."""
@@ -226,20 +228,26 @@ class _ExecutorCache:
             for lease in list(self._leases):
                 self._close(lease)
             closers, self._closers = self._closers, []
+            self._lock.notify()
         for closer in closers:
             closer.join()
 
-    def _expire(self, lease: _Lease, timer: threading.Timer) -> None:
+    def _watch(self) -> None:
         with self._lock:
-            if lease.timer is timer:  # else taken again since this timer started
-                self._close(lease)
+            while True:
+                now = time.monotonic()
+                for lease in [x for x in self._leases if x.deadline is not None and x.deadline <= now]:
+                    self._close(lease)
+                deadlines = [x.deadline for x in self._leases if x.deadline is not None]
+                if not deadlines:
+                    self._watcher = None
+                    return
+                self._lock.wait(min(deadlines) - now)
 
     def _close(self, lease: _Lease) -> None:
         # With the lock held: forget the lease, shut its executor down in the background.
         lease.retired = True
-        if lease.timer is not None:
-            lease.timer.cancel()
-            lease.timer = None
+        lease.deadline = None
         self._leases.remove(lease)
         closer = threading.Thread(
             target=lease.executor.shutdown,
@@ -412,6 +420,8 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
         if callback is not None:
             future.add_done_callback(callback)
         return future
+
+    apply_async = submit  # joblib before 1.5 calls apply_async
 
     def retrieve_result_callback(self, out: Future[Any]) -> Any:
         """Return the batch's results, or raise its error (the worker's traceback as cause)."""
