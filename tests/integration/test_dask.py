@@ -46,7 +46,11 @@ def test_from_shared_chunks_travel_by_reference(executor):
 def test_from_array_copies_a_shared_array(executor):
     """The contrast: from_array copies its input, so the chunks are copied again per task."""
     x = zc.share(np.arange(4 * CHUNK, dtype=np.float64))
-    (da.from_array(x, chunks=CHUNK) * 2).sum().compute(scheduler=executor)
+    d = da.from_array(x, chunks=CHUNK)
+    first_chunk = next(iter(dict(d.__dask_graph__()).values()))
+    if np.shares_memory(first_chunk, x):
+        pytest.skip("this dask's from_array does not copy its input")
+    (d * 2).sum().compute(scheduler=executor)
     stats = executor.stats()
     assert stats.arrays_by_reference == 0
     assert stats.arrays_copied == 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import multiprocessing
 
 import numpy as np
@@ -34,7 +35,8 @@ def test_differential_evolution_workers(mp_context):
     optimize = pytest.importorskip(
         "scipy.optimize", reason="needs scipy: pip install zerocopy_executor[integrations]"
     )
-    kwargs = {"bounds": [(-5, 5), (-5, 5)], "args": (data,), "maxiter": 5, "popsize": 5, "rng": 1}
+    seed = "rng" if "rng" in inspect.signature(optimize.differential_evolution).parameters else "seed"
+    kwargs = {"bounds": [(-5, 5), (-5, 5)], "args": (data,), "maxiter": 5, "popsize": 5, seed: 1}
     serial = optimize.differential_evolution(_client_tasks.sphere, updating="deferred", **kwargs)
     with zc.SharedArrayExecutor(2, mp_context=mp_context) as executor:
         result = optimize.differential_evolution(
