@@ -85,6 +85,11 @@ def context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver")
 
 
+def start_method(backend: str) -> dict[str, Any]:
+    """Our joblib backend on forkserver too (its default is the platform's); loky has its own."""
+    return {"mp_context": context()} if backend == "zerocopy" else {}
+
+
 @contextlib.contextmanager
 def executors() -> Iterator[tuple[ProcessPoolExecutor, zc.SharedArrayExecutor]]:
     with (
@@ -123,7 +128,7 @@ class Bench:
 
         def run(backend: str, calls: Any) -> Callable[[], Any]:
             def go() -> Any:
-                with parallel_config(backend=backend, n_jobs=WORKERS):
+                with parallel_config(backend=backend, n_jobs=WORKERS, **start_method(backend)):
                     return Parallel()(calls())
 
             return go
@@ -163,7 +168,7 @@ class Bench:
 
         def under(backend: str, job: Callable[[], Any]) -> Callable[[], Any]:
             def go() -> Any:
-                with parallel_config(backend=backend, n_jobs=WORKERS):
+                with parallel_config(backend=backend, n_jobs=WORKERS, **start_method(backend)):
                     return job()
 
             return go

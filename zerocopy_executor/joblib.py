@@ -76,11 +76,10 @@ _OUR_KEYWORDS = frozenset(
 
 
 def _default_context() -> BaseContext:
-    # Workers forked from a process with threads (ours, BLAS's) can inherit a held
-    # lock; forkserver is Python 3.14's default on Linux and, like loky's workers,
-    # starts from a fresh interpreter.
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    # The platform's default, as SharedArrayExecutor and ProcessPoolExecutor take it:
+    # fork on Linux before 3.14, where, as with loky, a script needs no main guard
+    # (forkserver and spawn run the main module again in each worker; loky does not).
+    return multiprocessing.get_context()
 
 
 def thread_limits(env: dict[str, str]) -> dict[str, int]:
@@ -282,8 +281,8 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
         nesting_level: set by joblib.
         inner_max_num_threads: BLAS/OpenMP threads per worker; defaults to
             ``cpu_count() // n_jobs`` (at least 1), as loky.
-        mp_context: the workers' start method; defaults to forkserver (spawn where
-            there is none).
+        mp_context: the workers' start method; defaults to the platform's (fork on
+            Linux before Python 3.14, forkserver since), as SharedArrayExecutor's.
         initializer: run in each worker after the thread limits are set.
         initargs: arguments for *initializer*.
         min_nbytes: passed to :class:`~zerocopy_executor.SharedArrayExecutor`.

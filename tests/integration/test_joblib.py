@@ -197,6 +197,32 @@ def test_cross_val_score_matches_sequential():
     np.testing.assert_allclose(scores, expected)
 
 
+@pytest.mark.skipif(
+    multiprocessing.get_start_method() != "fork", reason="the default start method is not fork"
+)
+def test_script_without_main_guard_runs(tmp_path):
+    """Under fork, the default before 3.14, a script needs no main guard (as with loky)."""
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+            from joblib import Parallel, delayed, parallel_config
+            import zerocopy_executor.joblib
+
+            zerocopy_executor.joblib.register()
+            with parallel_config(backend="zerocopy", n_jobs=2):
+                print([float(x) for x in Parallel()(delayed(np.sum)(np.ones(10)) for _ in range(4))])
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str([10.0] * 4)
+
+
 def test_interpreter_exit_shuts_the_executor_down():
     """A script that never calls shutdown() exits promptly, leaving no worker or segment."""
     script = textwrap.dedent(
