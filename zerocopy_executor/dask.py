@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     msg = "zerocopy_executor.dask needs dask's arrays; install them with: pip install zerocopy_executor[dask]"
     raise ImportError(msg) from exc
 
-from ._arrays import is_shared
+from . import is_shared
 
 __all__ = ["from_shared"]
 

@@ -31,15 +31,12 @@ backend (threads), as loky does; joblib's memmapping options (*max_nbytes*,
 
 from __future__ import annotations
 
-import atexit
 import multiprocessing
 import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -59,7 +56,8 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     )
     raise ImportError(msg) from exc
 
-from ._executor import SharedArrayExecutor
+from . import SharedArrayExecutor
+from ._reusable import EXECUTORS, ExecutorConfig, Lease
 
 __all__ = ["BACKEND_NAME", "DEFAULT_IDLE_WORKER_TIMEOUT", "SharedArrayBackend", "register", "shutdown"]
 
@@ -112,163 +110,13 @@ def initialize_worker(
         user_initializer(*user_initargs)
 
 
-def _same(a: object, b: object) -> bool:
-    # Initializer arguments may be arrays, whose == is elementwise: compare plain
-    # values by value, anything else by identity.
-    plain = (int, float, complex, str, bytes, bool, type(None))
-    return a is b or (type(a) is type(b) and isinstance(a, plain) and a == b)
-
-
-@dataclass(eq=False)
-class _PoolConfig:
-    """What makes two Parallel calls able to share one executor."""
-
-    n_jobs: int
-    mp_context: BaseContext
-    env: dict[str, str]
-    initializer: Callable[..., object] | None = None
-    initargs: tuple[Any, ...] = ()
-    min_nbytes: int | None = None
-    max_tasks_per_child: int | None = None
-
-    def matches(self, other: _PoolConfig) -> bool:
-        """Whether an executor started for other serves this configuration."""
-        return (
-            (self.n_jobs, self.mp_context, self.env, self.min_nbytes, self.max_tasks_per_child)
-            == (other.n_jobs, other.mp_context, other.env, other.min_nbytes, other.max_tasks_per_child)
-            and _same(self.initializer, other.initializer)
-            and len(self.initargs) == len(other.initargs)
-            and all(_same(a, b) for a, b in zip(self.initargs, other.initargs, strict=True))
-        )
-
-    def start(self) -> SharedArrayExecutor:
-        """A new executor for this configuration (its workers start on the first task)."""
-        extra: dict[str, Any] = {}
-        if self.min_nbytes is not None:
-            extra["min_nbytes"] = self.min_nbytes
-        if self.max_tasks_per_child is not None:
-            extra["max_tasks_per_child"] = self.max_tasks_per_child
-        return SharedArrayExecutor(
-            self.n_jobs,
-            mp_context=self.mp_context,
-            initializer=initialize_worker,
-            initargs=(self.env, self.initializer, self.initargs),
-            **extra,
-        )
-
-
-@dataclass(eq=False)
-class _Lease:
-    """One reused executor and the backends holding it."""
-
-    config: _PoolConfig
-    executor: SharedArrayExecutor
-    users: int = 0
-    retired: bool = False  # no new user may take it (broken, or its workers stuck)
-    deadline: float | None = None  # when idle: the time.monotonic() at which it shuts down
-
-
-class _ExecutorCache:
-    """The reused executors: one per configuration, shut down once idle for a while.
-
-    As loky's reusable executor, an executor outlives the Parallel call that
-    started it, so that the next call finds its workers warm (imports done, shared
-    memory mapped). Unlike loky's, it is never resized: a call with another
-    configuration gets its own, and idle ones of other configurations are shut down.
-    One thread watches the idle deadlines (a timer per call cost each call a thread
-    start, about 1 ms), and exits when no executor is idle. Executors are shut down in
-    background threads (a retired one may still run a task nobody waits for), which
-    :meth:`shutdown` joins.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Condition()
-        self._leases: list[_Lease] = []  # handed out or idle; retired ones until their last user leaves
-        self._closers: list[threading.Thread] = []
-        self._watcher: threading.Thread | None = None
-
-    def acquire(self, config: _PoolConfig) -> _Lease:
-        """Take the executor for config (a new one if needed)."""
-        with self._lock:
-            lease = next((x for x in self._leases if not x.retired and x.config.matches(config)), None)
-            if lease is None:
-                for idle in [x for x in self._leases if x.users == 0]:
-                    self._close(idle)
-                lease = _Lease(config, config.start())
-                self._leases.append(lease)
-            lease.deadline = None
-            lease.users += 1
-            return lease
-
-    def release(self, lease: _Lease, idle_timeout: float) -> None:
-        """Hand back a lease: shut its executor down now if retired, else after idle_timeout."""
-        with self._lock:
-            lease.users -= 1
-            if lease.users > 0 or lease not in self._leases:
-                return
-            if lease.retired:
-                self._close(lease)
-                return
-            lease.deadline = time.monotonic() + idle_timeout
-            if self._watcher is None:
-                # A daemon: it must never delay the interpreter's exit (atexit shuts down).
-                self._watcher = threading.Thread(target=self._watch, name="zerocopy-joblib-idle", daemon=True)
-                self._watcher.start()
-            self._lock.notify()
-
-    def retire(self, lease: _Lease) -> None:
-        """No later Parallel call gets this executor (its pool broke, or tasks are stuck)."""
-        with self._lock:
-            lease.retired = True
-
-    def shutdown(self) -> None:
-        """Shut every executor down and wait for its workers to exit."""
-        with self._lock:
-            for lease in list(self._leases):
-                self._close(lease)
-            closers, self._closers = self._closers, []
-            self._lock.notify()
-        for closer in closers:
-            closer.join()
-
-    def _watch(self) -> None:
-        with self._lock:
-            while True:
-                now = time.monotonic()
-                for lease in [x for x in self._leases if x.deadline is not None and x.deadline <= now]:
-                    self._close(lease)
-                deadlines = [x.deadline for x in self._leases if x.deadline is not None]
-                if not deadlines:
-                    self._watcher = None
-                    return
-                self._lock.wait(min(deadlines) - now)
-
-    def _close(self, lease: _Lease) -> None:
-        # With the lock held: forget the lease, shut its executor down in the background.
-        lease.retired = True
-        lease.deadline = None
-        self._leases.remove(lease)
-        closer = threading.Thread(
-            target=lease.executor.shutdown,
-            kwargs={"wait": True, "cancel_futures": True},
-            name="zerocopy-joblib-shutdown",
-            daemon=True,
-        )
-        closer.start()
-        self._closers = [t for t in self._closers if t.is_alive()] + [closer]
-
-
-_CACHE = _ExecutorCache()
-atexit.register(_CACHE.shutdown)
-
-
 def shutdown() -> None:
     """Shut down the executors the backend keeps between Parallel calls, and wait.
 
     They shut down by themselves once idle for *idle_worker_timeout* seconds and at
     interpreter exit; call this to release their workers and memory sooner (tests do).
     """
-    _CACHE.shutdown()
+    EXECUTORS.shutdown()
 
 
 class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]  # joblib is untyped
@@ -331,7 +179,7 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
         }
         self._options["idle_worker_timeout"] = float(idle_worker_timeout)
         self._call_kwargs: dict[str, Any] = {}
-        self._lease: _Lease | None = None
+        self._lease: Lease | None = None
         self._futures: set[Future[Any]] = set()
         self._futures_lock = threading.Lock()
 
@@ -373,16 +221,15 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
             raise TypeError(msg)
         self._call_kwargs = {k: v for k, v in backend_kwargs.items() if k not in _JOBLIB_KEYWORDS}
         options = {**self._options, **self._call_kwargs}
-        config = _PoolConfig(
-            n_jobs=n_jobs,
+        config = ExecutorConfig(
+            max_workers=n_jobs,
             mp_context=options["mp_context"] or _default_context(),
-            env=self.worker_env(n_jobs),
-            initializer=options["initializer"],
-            initargs=tuple(options["initargs"]),
+            initializer=initialize_worker,
+            initargs=(self.worker_env(n_jobs), options["initializer"], tuple(options["initargs"])),
             min_nbytes=options["min_nbytes"],
             max_tasks_per_child=options["max_tasks_per_child"],
         )
-        self._lease = _CACHE.acquire(config)
+        self._lease = EXECUTORS.acquire(config)
         self.parallel = parallel
         return n_jobs
 
@@ -429,7 +276,7 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
         except BrokenProcessPool:
             lease = self._lease
             if lease is not None:
-                _CACHE.retire(lease)  # the next call starts a new executor
+                EXECUTORS.retire(lease)  # the next call starts a new executor
             raise
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
@@ -448,7 +295,7 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
             # calls must not queue behind them. Kill the workers where the executor
             # offers it (Python 3.14's terminate_workers), else let them finish
             # on an executor no one is handed any more.
-            _CACHE.retire(lease)
+            EXECUTORS.retire(lease)
             terminate = getattr(lease.executor, "terminate_workers", None)
             if terminate is not None and lease.users == 1:
                 terminate()
@@ -465,7 +312,7 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
         lease, self._lease = self._lease, None
         if lease is not None:
             idle_timeout = self._call_kwargs.get("idle_worker_timeout", self._options["idle_worker_timeout"])
-            _CACHE.release(lease, float(idle_timeout))
+            EXECUTORS.release(lease, float(idle_timeout))
 
     def _forget_future(self, future: Future[Any]) -> None:
         with self._futures_lock:

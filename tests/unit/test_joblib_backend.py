@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
-
-import numpy as np
 import pytest
 
 pytest.importorskip("joblib", reason="needs the [joblib] extra: pip install zerocopy_executor[joblib]")
@@ -42,16 +39,6 @@ def test_worker_env_inner_max_num_threads_wins(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     env = zc_joblib.SharedArrayBackend(inner_max_num_threads=2).worker_env(n_jobs=2)
     assert {env[name] for name in zc_joblib.SharedArrayBackend.MAX_NUM_THREADS_VARS} == {"2"}
-
-
-def test_configurations_with_array_initargs_compare():
-    """Configurations compare initargs by identity where values are arrays (no elementwise ==)."""
-    context = multiprocessing.get_context("spawn")
-    a, b = np.zeros(3), np.zeros(3)
-    first = zc_joblib._PoolConfig(2, context, {}, print, (a, 1))
-    assert first.matches(zc_joblib._PoolConfig(2, context, {}, print, (a, 1)))
-    assert not first.matches(zc_joblib._PoolConfig(2, context, {}, print, (b, 1)))
-    assert not first.matches(zc_joblib._PoolConfig(3, context, {}, print, (a, 1)))
 
 
 def test_effective_n_jobs():
