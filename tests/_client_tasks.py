@@ -1,0 +1,100 @@
+"""Module-level callables that the integrations' tests send to workers (joblib, dask, scipy, emcee).
+
+Kept apart from _tasks.py because some of them import the optional libraries.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+import zerocopy_executor as zc
+
+VALUE_FROM_INITIALIZER: Any = None
+
+
+def set_global(value: Any) -> None:
+    global VALUE_FROM_INITIALIZER  # noqa: PLW0603
+    VALUE_FROM_INITIALIZER = value
+
+
+def get_global(_: Any = None) -> Any:
+    return VALUE_FROM_INITIALIZER
+
+
+def pid(_: Any = None) -> int:
+    return os.getpid()
+
+
+def total(a: np.ndarray) -> float:
+    return float(a.sum())
+
+
+def plus_one(a: np.ndarray) -> np.ndarray:
+    return a + 1
+
+
+def is_shared_in_worker(a: np.ndarray) -> bool:
+    return zc.is_shared(a)
+
+
+def mark_slowly(marks: np.ndarray, i: int, seconds: float) -> int:
+    """Sleep, then mark slot i of a shared array: which tasks ran, seen from the parent."""
+    time.sleep(seconds)
+    marks[i] = 1
+    return i
+
+
+def fail_if(i: int, bad: int) -> int:
+    if i == bad:
+        msg = f"task {i} failed on purpose"
+        raise ValueError(msg)
+    return i
+
+
+def sleep_then(seconds: float, value: Any) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def exit_abruptly(_: Any = None) -> None:
+    os._exit(1)
+
+
+def thread_settings(_: Any = None) -> dict[str, Any]:
+    """The worker's thread-pool environment and the BLAS/OpenMP pools threadpoolctl sees."""
+    import threadpoolctl
+
+    pools = threadpoolctl.threadpool_info()
+    return {
+        "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+        "num_threads": {p["user_api"]: p["num_threads"] for p in pools},
+    }
+
+
+def sphere(x: np.ndarray, data: np.ndarray) -> float:
+    """A least-squares objective whose args carry an array (scipy's *args*)."""
+    return float(((data - x[0]) ** 2).sum() + (x[1] - 1.0) ** 2)
+
+
+def log_prob_gaussian(theta: np.ndarray, data: np.ndarray) -> float:
+    """emcee log-probability: a Gaussian centred on the mean of data."""
+    return float(-0.5 * ((theta - data.mean()) ** 2).sum())
+
+
+def add_one_in_place(block: np.ndarray) -> np.ndarray:
+    """A map_blocks function that writes into its block (and returns it)."""
+    block += 1
+    return block
+
+
+def bump(x: float, data: np.ndarray) -> np.ndarray:
+    """A vector-valued integrand for quad_vec, scaled by an array in the args."""
+    return np.array([x * data[0], x * x * data[1]])
+
+
+def identity(x: Any) -> Any:
+    return x

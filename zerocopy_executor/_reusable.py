@@ -1,0 +1,185 @@
+"""Reusable executors: one SharedArrayExecutor per configuration, kept warm between uses.
+
+Integrations whose client calls come and go (a joblib ``Parallel`` call, a
+scikit-learn ``fit``) take an executor here and hand it back::
+
+    lease = EXECUTORS.acquire(config)     # the live one for an equal config, or a new one
+    ... lease.executor.submit(...) ...
+    EXECUTORS.release(lease, idle_timeout)  # kept warm; shut down after idle_timeout
+
+As loky's reusable executor, an executor outlives the call that started it, so the
+next call finds its workers warm (imports done, shared memory mapped). It is never
+resized: another configuration gets its own executor, and idle ones of other
+configurations are shut down then, so at most one idle pool of workers is kept.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.context import BaseContext
+from typing import Any
+
+from . import SharedArrayExecutor
+
+__all__ = ["EXECUTORS", "ExecutorConfig", "Lease", "ReusableExecutors", "same_value"]
+
+_PLAIN = (int, float, complex, str, bytes, bool, type(None))
+
+
+def same_value(a: object, b: object) -> bool:
+    """Equal plain values (also in tuples, lists and dicts), or the same object.
+
+    Initializer arguments may hold arrays, whose ``==`` is elementwise: anything
+    but plain values and their containers compares by identity.
+    """
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    return isinstance(a, _PLAIN) and a == b
+
+
+@dataclass(eq=False)
+class ExecutorConfig:
+    """The arguments of a SharedArrayExecutor; equal configurations share one."""
+
+    max_workers: int
+    mp_context: BaseContext
+    initializer: Callable[..., object] | None = None
+    initargs: tuple[Any, ...] = ()
+    min_nbytes: int | None = None
+    max_tasks_per_child: int | None = None
+
+    def matches(self, other: ExecutorConfig) -> bool:
+        """Whether an executor started for other serves this configuration."""
+        mine = (self.max_workers, self.mp_context, self.min_nbytes, self.max_tasks_per_child)
+        theirs = (other.max_workers, other.mp_context, other.min_nbytes, other.max_tasks_per_child)
+        return (
+            mine == theirs
+            and same_value(self.initializer, other.initializer)
+            and same_value(self.initargs, other.initargs)
+        )
+
+    def start(self) -> SharedArrayExecutor:
+        """A new executor for this configuration (its workers start on the first task)."""
+        extra: dict[str, Any] = {}
+        if self.min_nbytes is not None:
+            extra["min_nbytes"] = self.min_nbytes
+        if self.max_tasks_per_child is not None:
+            extra["max_tasks_per_child"] = self.max_tasks_per_child
+        return SharedArrayExecutor(
+            self.max_workers,
+            mp_context=self.mp_context,
+            initializer=self.initializer,
+            initargs=self.initargs,
+            **extra,
+        )
+
+
+@dataclass(eq=False)
+class Lease:
+    """One reused executor and how many callers hold it."""
+
+    config: ExecutorConfig
+    executor: SharedArrayExecutor
+    users: int = 0
+    retired: bool = False  # no new caller may take it (broken, or its workers stuck)
+    deadline: float | None = None  # when idle: the time.monotonic() at which it shuts down
+
+
+class ReusableExecutors:
+    """The live executors, each shut down once idle for its caller's timeout.
+
+    One thread watches the idle deadlines, and exits when no executor is idle (a
+    timer per release cost each joblib call a thread start, about 1 ms). Executors are
+    shut down in background threads, as a retired one may still run a task nobody
+    waits for; :meth:`shutdown` joins them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._leases: list[Lease] = []  # held or idle; retired ones until their last user leaves
+        self._closers: list[threading.Thread] = []
+        self._watcher: threading.Thread | None = None
+
+    def acquire(self, config: ExecutorConfig) -> Lease:
+        """Take the executor for config (a new one if none matches)."""
+        with self._lock:
+            lease = next((x for x in self._leases if not x.retired and x.config.matches(config)), None)
+            if lease is None:
+                for idle in [x for x in self._leases if x.users == 0]:
+                    self._close(idle)
+                lease = Lease(config, config.start())
+                self._leases.append(lease)
+            lease.deadline = None
+            lease.users += 1
+            return lease
+
+    def release(self, lease: Lease, idle_timeout: float) -> None:
+        """Hand back a lease: shut its executor down now if retired, else after idle_timeout."""
+        with self._lock:
+            lease.users -= 1
+            if lease.users > 0 or lease not in self._leases:
+                return
+            if lease.retired:
+                self._close(lease)
+                return
+            lease.deadline = time.monotonic() + idle_timeout
+            if self._watcher is None:
+                # A daemon: it must never delay the interpreter's exit (atexit shuts down).
+                self._watcher = threading.Thread(target=self._watch, name="zerocopy-idle", daemon=True)
+                self._watcher.start()
+            self._lock.notify()
+
+    def retire(self, lease: Lease) -> None:
+        """No later caller gets this executor (its pool broke, or tasks are stuck)."""
+        with self._lock:
+            lease.retired = True
+
+    def shutdown(self) -> None:
+        """Shut every executor down and wait for its workers to exit."""
+        with self._lock:
+            for lease in list(self._leases):
+                self._close(lease)
+            closers, self._closers = self._closers, []
+            self._lock.notify()
+        for closer in closers:
+            closer.join()
+
+    def _watch(self) -> None:
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                for lease in [x for x in self._leases if x.deadline is not None and x.deadline <= now]:
+                    self._close(lease)
+                deadlines = [x.deadline for x in self._leases if x.deadline is not None]
+                if not deadlines:
+                    self._watcher = None
+                    return
+                self._lock.wait(min(deadlines) - now)
+
+    def _close(self, lease: Lease) -> None:
+        # With the lock held: forget the lease, shut its executor down in the background.
+        lease.retired = True
+        lease.deadline = None
+        self._leases.remove(lease)
+        closer = threading.Thread(
+            target=lease.executor.shutdown,
+            kwargs={"wait": True, "cancel_futures": True},
+            name="zerocopy-shutdown",
+            daemon=True,
+        )
+        closer.start()
+        self._closers = [t for t in self._closers if t.is_alive()] + [closer]
+
+
+EXECUTORS = ReusableExecutors()
+atexit.register(EXECUTORS.shutdown)

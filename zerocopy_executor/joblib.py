@@ -1,0 +1,331 @@
+"""A joblib backend on SharedArrayExecutor: scikit-learn's ``n_jobs`` through shared memory.
+
+Usage::
+
+    import joblib
+    import zerocopy_executor.joblib
+
+    zerocopy_executor.joblib.register()
+    with joblib.parallel_config(backend="zerocopy", n_jobs=4):
+        scores = cross_val_score(model, X, y)  # every n_jobs call inside runs on it
+
+How a Parallel call runs::
+
+    Parallel.__call__ ─ configure(): take the reused executor for this
+                        (n_jobs, start method, initializer, thread limits)
+      ├─ submit(BatchedCalls) ─ SharedArrayExecutor.submit: large arrays in the
+      │                         batch travel through shared memory, as do results
+      ├─ first error or timeout ─ abort_everything(): cancel what has not started
+      │                           (kill the workers where the executor can)
+    terminate() ─ hand the executor back; shut down after idle_worker_timeout
+
+Workers limit their BLAS and OpenMP thread pools as loky's do (fact 18): each
+gets ``cpu_count() // n_jobs`` threads (at least 1), through the usual environment
+variables (for libraries loaded later) and threadpoolctl (for those loaded
+already, as under fork), unless the parent set the variables itself.
+
+Non-goals: nested Parallel calls inside a task use joblib's default nested
+backend (threads), as loky does; joblib's memmapping options (*max_nbytes*,
+*mmap_mode*, *temp_folder*) are ignored: arrays go through shared memory instead.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.context import BaseContext
+from typing import Any
+
+try:
+    import joblib
+    import threadpoolctl
+    from joblib.parallel import (
+        AutoBatchingMixin,
+        FallbackToBackend,
+        ParallelBackendBase,
+        SequentialBackend,
+    )
+except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+    msg = (
+        "zerocopy_executor.joblib needs joblib and threadpoolctl; "
+        "install them with: pip install zerocopy_executor[joblib]"
+    )
+    raise ImportError(msg) from exc
+
+from . import SharedArrayExecutor
+from ._reusable import EXECUTORS, ExecutorConfig, Lease
+
+__all__ = ["BACKEND_NAME", "DEFAULT_IDLE_WORKER_TIMEOUT", "SharedArrayBackend", "register", "shutdown"]
+
+BACKEND_NAME = "zerocopy"
+DEFAULT_IDLE_WORKER_TIMEOUT = 300.0  # seconds, as loky's reusable executor
+# Parallel passes these to every backend's configure(); they steer joblib's
+# memmapping and backend choice, which do not apply here.
+_JOBLIB_KEYWORDS = frozenset(
+    {"max_nbytes", "temp_folder", "mmap_mode", "prefer", "require", "verbose", "context"}
+)
+_OUR_KEYWORDS = frozenset(
+    {"mp_context", "initializer", "initargs", "min_nbytes", "max_tasks_per_child", "idle_worker_timeout"}
+)
+
+
+def _default_context() -> BaseContext:
+    # The platform's default, as SharedArrayExecutor and ProcessPoolExecutor take it:
+    # fork on Linux before 3.14, where, as with loky, a script needs no main guard
+    # (forkserver and spawn run the main module again in each worker; loky does not).
+    return multiprocessing.get_context()
+
+
+def thread_limits(env: dict[str, str]) -> dict[str, int]:
+    """The threadpoolctl limits the worker environment *env* asks for, by user API."""
+    limits: dict[str, int] = {}
+    for api, names in (
+        ("openmp", ("OMP_NUM_THREADS",)),
+        ("blas", ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")),
+    ):
+        values = [env[name] for name in names if name in env]
+        numbers = [int(v) for v in values if v.strip().isdigit()]  # OMP's "4,2" nesting lists: leave alone
+        if numbers:
+            limits[api] = min(numbers)
+    return limits
+
+
+def initialize_worker(
+    env: dict[str, str], user_initializer: Callable[..., object] | None, user_initargs: tuple[Any, ...]
+) -> None:
+    """Worker initializer: limit thread pools, then run the user's initializer.
+
+    The variables cover libraries the worker loads from now on; threadpoolctl the
+    ones already loaded (under fork, or imported by the worker before this ran).
+    """
+    os.environ.update(env)
+    limits = thread_limits(env)
+    if limits:
+        threadpoolctl.threadpool_limits(limits=limits)
+    if user_initializer is not None:
+        user_initializer(*user_initargs)
+
+
+def shutdown() -> None:
+    """Shut down the executors the backend keeps between Parallel calls, and wait.
+
+    They shut down by themselves once idle for *idle_worker_timeout* seconds and at
+    interpreter exit; call this to release their workers and memory sooner (tests do).
+    """
+    EXECUTORS.shutdown()
+
+
+class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]  # joblib is untyped
+    """joblib's ParallelBackend on a reused SharedArrayExecutor.
+
+    Registered as ``"zerocopy"`` by :func:`register`. Keyword arguments given to
+    ``joblib.parallel_config(backend="zerocopy", ...)`` configure the executor.
+
+    Args:
+        nesting_level: set by joblib.
+        inner_max_num_threads: BLAS/OpenMP threads per worker; defaults to
+            ``cpu_count() // n_jobs`` (at least 1), as loky.
+        mp_context: the workers' start method; defaults to the platform's (fork on
+            Linux before Python 3.14, forkserver since), as SharedArrayExecutor's.
+        initializer: run in each worker after the thread limits are set.
+        initargs: arguments for *initializer*.
+        min_nbytes: passed to :class:`~zerocopy_executor.SharedArrayExecutor`.
+        max_tasks_per_child: passed to :class:`~zerocopy_executor.SharedArrayExecutor`.
+        idle_worker_timeout: seconds an unused executor waits for the next Parallel
+            call before it shuts down (300, as loky).
+
+    Raises:
+        TypeError: initializer is not callable.
+        ValueError: idle_worker_timeout is negative.
+
+    Added in 0.2.
+    """
+
+    supports_retrieve_callback = True  # hence timeouts and return_as="generator" too
+    supports_inner_max_num_threads = True
+    supports_sharedmem = False  # processes: require="sharedmem" falls back to threads
+    uses_threads = False
+
+    def __init__(  # noqa: PLR0913 - joblib's two, then the executor's
+        self,
+        nesting_level: int | None = None,
+        inner_max_num_threads: int | None = None,
+        *,
+        mp_context: BaseContext | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        min_nbytes: int | None = None,
+        max_tasks_per_child: int | None = None,
+        idle_worker_timeout: float = DEFAULT_IDLE_WORKER_TIMEOUT,
+    ) -> None:
+        super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads)
+        candidate: object = initializer  # checked at run time: callers are untyped
+        if candidate is not None and not callable(candidate):
+            msg = f"initializer must be a callable, got {initializer!r}"
+            raise TypeError(msg)
+        if idle_worker_timeout < 0:
+            msg = f"idle_worker_timeout must be >= 0, got {idle_worker_timeout!r}"
+            raise ValueError(msg)
+        self._options: dict[str, Any] = {
+            "mp_context": mp_context,
+            "initializer": initializer,
+            "initargs": tuple(initargs),
+            "min_nbytes": min_nbytes,
+            "max_tasks_per_child": max_tasks_per_child,
+        }
+        self._options["idle_worker_timeout"] = float(idle_worker_timeout)
+        self._call_kwargs: dict[str, Any] = {}
+        self._lease: Lease | None = None
+        self._futures: set[Future[Any]] = set()
+        self._futures_lock = threading.Lock()
+
+    def effective_n_jobs(self, n_jobs: int | None) -> int:
+        """Return the number of workers for *n_jobs* (negative: counted back from the CPUs)."""
+        if n_jobs == 0:
+            msg = "n_jobs == 0 in Parallel has no meaning"  # joblib's words
+            raise ValueError(msg)
+        if n_jobs is None:
+            return 1
+        if n_jobs < 0:
+            return max(int(joblib.cpu_count()) + 1 + n_jobs, 1)
+        return n_jobs
+
+    def configure(
+        self,
+        n_jobs: int | None = 1,
+        parallel: Any = None,
+        **backend_kwargs: Any,
+    ) -> int:
+        """Take the reused executor for this call; return the number of workers.
+
+        Args:
+            n_jobs: the workers asked for.
+            parallel: the joblib.Parallel instance.
+            **backend_kwargs: joblib's memmapping keywords (ignored) and this
+                backend's own, which override the constructor's for this call.
+
+        Raises:
+            TypeError: an unknown keyword argument.
+        """
+        n_jobs = self.effective_n_jobs(n_jobs)
+        self._give_back()  # configure() again without terminate(), as abort_everything does
+        if n_jobs == 1:
+            raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
+        unknown = set(backend_kwargs) - _JOBLIB_KEYWORDS - _OUR_KEYWORDS
+        if unknown:
+            msg = f"unexpected keyword arguments for the {BACKEND_NAME!r} backend: {sorted(unknown)!r}"
+            raise TypeError(msg)
+        self._call_kwargs = {k: v for k, v in backend_kwargs.items() if k not in _JOBLIB_KEYWORDS}
+        options = {**self._options, **self._call_kwargs}
+        config = ExecutorConfig(
+            max_workers=n_jobs,
+            mp_context=options["mp_context"] or _default_context(),
+            initializer=initialize_worker,
+            initargs=(self.worker_env(n_jobs), options["initializer"], tuple(options["initargs"])),
+            min_nbytes=options["min_nbytes"],
+            max_tasks_per_child=options["max_tasks_per_child"],
+        )
+        self._lease = EXECUTORS.acquire(config)
+        self.parallel = parallel
+        return n_jobs
+
+    def worker_env(self, n_jobs: int) -> dict[str, str]:
+        """The thread-limiting environment for workers, computed as loky does.
+
+        Each variable is *inner_max_num_threads* if given, else the parent's value
+        if set, else ``cpu_count() // n_jobs`` (at least 1).
+        """
+        default = max(joblib.cpu_count() // n_jobs, 1)
+        explicit = self.inner_max_num_threads
+        env = {
+            name: str(explicit if explicit is not None else os.environ.get(name, default))
+            for name in self.MAX_NUM_THREADS_VARS
+        }
+        if self.TBB_ENABLE_IPC_VAR not in os.environ:
+            env[self.TBB_ENABLE_IPC_VAR] = "1"  # TBB schedulers coordinate across processes
+        return env
+
+    @property
+    def executor(self) -> SharedArrayExecutor | None:
+        """The executor this backend runs on now, if configured."""
+        return None if self._lease is None else self._lease.executor
+
+    def submit(self, func: Callable[[], Any], callback: Callable[[Any], object] | None = None) -> Future[Any]:
+        """Run a batch of calls on the executor; callback gets its future when done."""
+        if self._lease is None:
+            msg = f"the {BACKEND_NAME!r} backend is not configured; run it through joblib.Parallel"
+            raise RuntimeError(msg)
+        future = self._lease.executor.submit(func)
+        with self._futures_lock:
+            self._futures.add(future)
+        future.add_done_callback(self._forget_future)
+        if callback is not None:
+            future.add_done_callback(callback)
+        return future
+
+    apply_async = submit  # joblib before 1.5 calls apply_async
+
+    def retrieve_result_callback(self, out: Future[Any]) -> Any:
+        """Return the batch's results, or raise its error (the worker's traceback as cause)."""
+        try:
+            return out.result()
+        except BrokenProcessPool:
+            lease = self._lease
+            if lease is not None:
+                EXECUTORS.retire(lease)  # the next call starts a new executor
+            raise
+
+    def abort_everything(self, ensure_ready: bool = True) -> None:
+        """Cancel the batches not started; stop the running ones where the executor can.
+
+        Called by joblib after the first error or a timeout.
+        """
+        with self._futures_lock:
+            futures, self._futures = self._futures, set()
+        for future in futures:
+            future.cancel()
+        lease = self._lease
+        running = any(not f.done() for f in futures)
+        if lease is not None and running:
+            # Their results are not wanted, and a timed-out task may never end: later
+            # calls must not queue behind them. Kill the workers where the executor
+            # offers it (Python 3.14's terminate_workers), else let them finish
+            # on an executor no one is handed any more.
+            EXECUTORS.retire(lease)
+            terminate = getattr(lease.executor, "terminate_workers", None)
+            if terminate is not None and lease.users == 1:
+                terminate()
+        self._give_back()
+        if ensure_ready and self.parallel is not None:
+            self.configure(n_jobs=self.parallel.n_jobs, parallel=self.parallel, **self._call_kwargs)
+
+    def terminate(self) -> None:
+        """End of a Parallel call: hand the executor back for the next one."""
+        self._give_back()
+        self.reset_batch_stats()
+
+    def _give_back(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            idle_timeout = self._call_kwargs.get("idle_worker_timeout", self._options["idle_worker_timeout"])
+            EXECUTORS.release(lease, float(idle_timeout))
+
+    def _forget_future(self, future: Future[Any]) -> None:
+        with self._futures_lock:
+            self._futures.discard(future)
+
+
+def register(make_default: bool = False) -> None:
+    """Register the joblib backend ``"zerocopy"``.
+
+    Then ``joblib.parallel_config(backend="zerocopy", n_jobs=N)`` runs joblib's (and
+    scikit-learn's) parallel calls on a reused SharedArrayExecutor.
+
+    Args:
+        make_default: also make it joblib's default backend.
+    """
+    joblib.register_parallel_backend(BACKEND_NAME, SharedArrayBackend, make_default=make_default)
