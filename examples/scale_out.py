@@ -157,7 +157,10 @@ def start_dask_cluster(local_cluster):
         threads_per_worker=1,  # one task at a time per process, as in a process pool
         processes=True,
         host="127.0.0.1",  # no network beyond loopback
-        dashboard_address=None,
+        # Its HTTP server listens even with no dashboard (8787 by default, which another
+        # cluster may hold): a free port on loopback, and no dashboard.
+        dashboard_address="127.0.0.1:0",
+        scheduler_kwargs={"dashboard": False},
         silence_logs=logging.ERROR,  # its INFO and WARNING lines would go to stderr
     )
 

@@ -287,9 +287,9 @@ class ForgedArray:
         self.ref = ref
 
     def __reduce__(self) -> tuple[Any, ...]:
-        from zerocopy_executor import _sessions
+        from zerocopy_executor import _decoding
 
-        return (_sessions._rebuild, tuple(self.ref))
+        return (_decoding._rebuild, tuple(self.ref))
 
 
 def forged_ref(name: str, offset: int, shape: tuple[int, ...], strides: tuple[int, ...] | None = None) -> Any:
@@ -427,10 +427,12 @@ def scenario_keyboard_interrupt(start_method: str, how: str) -> int:
     seen.look()
     interrupted = False
     got = None
+    # Python leaves SIGINT ignored if it started ignored (a job run in the background
+    # by a non-interactive shell, as CI may be); interrupt_main() is then a no-op too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if how == "interrupt_main":
         threading.Timer(0.6, _thread.interrupt_main).start()
-    else:  # the test sends SIGINT to this process only, as `kill -INT <pid>` would
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    # else: the test sends SIGINT to this process only, as `kill -INT <pid>` would
     try:
         got = _consume_map(ex, big, seen)
     except KeyboardInterrupt:
@@ -448,6 +450,7 @@ def scenario_interrupt_during_submit(start_method: str, rounds: str) -> int:
     small = np.ones(MiB // 8, dtype=np.float64)  # 1 MiB: copied with min_nbytes=0
     rng = np.random.default_rng(1234)
     interrupted = 0
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # see scenario_keyboard_interrupt
     for _ in range(int(rounds)):
         ex = zc.SharedArrayExecutor(2, mp_context=context(start_method), min_nbytes=0)
         ex.submit(task_total, small).result(timeout=TIMEOUT)

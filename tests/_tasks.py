@@ -310,3 +310,32 @@ class ExitAtUnpickle:
 
 def return_instance(cls: type) -> Any:
     return cls()
+
+
+_PIPE_BYTES = [0]
+
+
+def count_pipe_bytes() -> None:
+    """Worker initializer: count the bytes this process sends through its pipes."""
+    from multiprocessing.connection import Connection
+
+    _PIPE_BYTES[0] = 0  # a forked worker inherits its parent's count
+    send_bytes = Connection.send_bytes
+    if getattr(send_bytes, "counted", False):  # inherited from a counting parent (fork)
+        return
+
+    def counting(self: Connection, buf: Any, offset: int = 0, size: int | None = None) -> None:
+        _PIPE_BYTES[0] += memoryview(buf).nbytes if size is None else size
+        send_bytes(self, buf, offset, size)
+
+    counting.counted = True  # type: ignore[attr-defined]
+    Connection.send_bytes = counting  # type: ignore[method-assign]
+
+
+def pipe_bytes_sent(_: Any = None) -> int:
+    """Bytes this worker sent through its pipes so far (see count_pipe_bytes)."""
+    return _PIPE_BYTES[0]
+
+
+def share_memory(a: Any, b: Any) -> bool:
+    return bool(np.shares_memory(a, b))

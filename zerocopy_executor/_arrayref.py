@@ -9,10 +9,10 @@ from typing import Any, Literal, NamedTuple, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _segments
+from . import _files, _segments
 from ._errors import SegmentError
 
-__all__ = ["ArrayRef", "byte_extent", "describe", "locate", "pack", "rebuild"]
+__all__ = ["ArrayRef", "address_extent", "byte_extent", "describe", "locate", "pack", "rebuild"]
 
 
 class ArrayRef(NamedTuple):
@@ -51,17 +51,23 @@ def layout_order(array: NDArray[Any]) -> Literal["C", "F"]:
     return "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
 
 
+def address_extent(array: NDArray[Any]) -> tuple[int, int]:
+    """Return the (first, end) addresses of the bytes array's elements span."""
+    data: int = array.__array_interface__["data"][0]
+    low, high = byte_extent(array.shape, array.strides, array.itemsize)
+    return data + low, data + high
+
+
 def locate(array: NDArray[Any]) -> tuple[_segments.SegmentBuffer, int] | None:
     """Return the shared mapping holding array's memory and the offset of its first element."""
     if array.size == 0:
         return None
-    data: int = array.__array_interface__["data"][0]
-    low, high = byte_extent(array.shape, array.strides, array.itemsize)
-    found = _segments.find(data + low, data + high)
+    first, end = address_extent(array)
+    found = _segments.find(first, end)
     if found is None:
         return None
-    buffer, low_offset = found
-    return buffer, low_offset - low
+    buffer, first_offset = found
+    return buffer, first_offset + (array.__array_interface__["data"][0] - first)
 
 
 def describe(
@@ -112,8 +118,11 @@ def _dtype_from_text(text: str) -> np.dtype[Any]:
 
 def rebuild(
     ref: ArrayRef, base_for: Callable[[_segments.SegmentBuffer], Any] | None = None
-) -> tuple[NDArray[Any], _segments.SegmentBuffer]:
+) -> tuple[NDArray[Any], _segments.SegmentBuffer | None]:
     """Map ref's segment (once per process); return the view it describes and the mapping.
+
+    A descriptor of a memory-mapped file (see _files) maps the file instead, and
+    returns a ``np.memmap`` view and no segment.
 
     Args:
         ref: the descriptor.
@@ -129,8 +138,10 @@ def rebuild(
     except (TypeError, ValueError) as exc:
         msg = f"descriptor for segment {name!r} has a bad dtype {dtype_or_text!r}; it was corrupted or forged"
         raise SegmentError(msg) from exc
-    buffer = _segments.attach(name, populate=ref.lent)  # a lent (recycled) copy is read whole
     low, high = byte_extent(shape, strides, dtype.itemsize) if len(shape) == len(strides) else (-1, -1)
+    if _files.is_file_name(name):
+        return _rebuild_file_view(ref, dtype, low, high)
+    buffer = _segments.attach(name, populate=ref.lent)  # a lent (recycled) copy is read whole
     if offset + low < 0 or offset + high > len(buffer):
         msg = (
             f"descriptor for segment {name!r} (offset {offset}, shape {shape}, strides {strides}) "
@@ -146,3 +157,19 @@ def rebuild(
     if not writeable:
         array.flags.writeable = False
     return array, buffer
+
+
+def _rebuild_file_view(ref: ArrayRef, dtype: np.dtype[Any], low: int, high: int) -> tuple[NDArray[Any], None]:
+    if ref.offset + low < 0 or low > high:
+        msg = f"descriptor for file {ref.name!r} points before its start; it was corrupted or forged"
+        raise SegmentError(msg)
+    region, start = _files.map_region(ref.name, ref.offset + low, ref.offset + high, writeable=ref.writeable)
+    try:
+        view = np.ndarray.__new__(
+            np.memmap, ref.shape, dtype, buffer=region, offset=start - low, strides=ref.strides
+        )
+    except (TypeError, ValueError) as exc:
+        msg = f"cannot rebuild an array of shape {ref.shape} and dtype {dtype} over file {ref.name!r}: {exc}"
+        raise SegmentError(msg) from exc
+    view.__array_finalize__(region)  # the file's name, mode and mapping, as a memmap view has
+    return view, None

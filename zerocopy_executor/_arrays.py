@@ -104,8 +104,16 @@ def share(a: Any) -> NDArray[Any]:
         a: an array, or anything ``numpy.asarray`` accepts.
 
     Raises:
-        TypeError: the array holds Python objects.
+        TypeError: the array holds Python objects, or is of an ndarray subclass other
+            than ``np.memmap`` (a masked array, a matrix): only its data would be shared.
     """
+    if isinstance(a, np.ndarray) and type(a) not in (np.ndarray, np.memmap):
+        kind = f"{type(a).__module__}.{type(a).__qualname__}"
+        msg = (
+            f"cannot share a {kind}: only its data would be shared and the rest dropped; "
+            "share the plain arrays it is made of (for a masked array, a.data and a.mask) separately"
+        )
+        raise TypeError(msg)
     source = np.asarray(a)
     out = empty_like(source)
     np.copyto(out, source, casting="no")

@@ -1,6 +1,7 @@
 """encode()/decode(): a task's call and result, with large arrays swapped for ArrayRefs.
 
-Which path each array takes is the sessions' business (see _sessions); how objects are
+Which path each array takes is the encoding session's business (see _sessions, and
+_decoding for the way back); how objects are
 pickled, the picklers' (see _picklers). This module puts them together per payload:
 the callable (cached when it can be), the arguments, the result, and what is plain
 enough to skip our picklers altogether.
@@ -12,6 +13,7 @@ Non-goals: arrays of NumPy subclasses other than ``np.memmap`` keep their own pi
 from __future__ import annotations
 
 import io
+import pickle
 import types
 import weakref
 from collections.abc import Iterable
@@ -23,12 +25,14 @@ from numpy.typing import NDArray
 
 from . import _segments
 from ._config import SharingPolicy
+from ._decoding import DecodeSession, Payload, TaskDecodeSession, decode
 from ._picklers import BY_REFERENCE, PLAIN, SIMPLE_CALL, ArgumentPickler, NotPlain, ResultPickler
-from ._sessions import DecodeSession, EncodeSession, TaskDecodeSession, decode
+from ._sessions import EncodeSession
 
 __all__ = [
     "DecodeSession",
     "EncodeSession",
+    "Payload",
     "TaskDecodeSession",
     "decode",
     "encode_call",
@@ -51,10 +55,10 @@ _PLAIN_SCAN_MAX = 16  # items per container
 # (with a __main__ function's by-value fallback) each time cost ~10 us per tiny task.
 # Its encoding is kept for as long as that partial lives, unless it holds arrays; so is a
 # function's that is sent by reference (~8 us per task through submit()).
-_CALLABLES: weakref.WeakKeyDictionary[Any, tuple[bytes, bool]] = weakref.WeakKeyDictionary()
+_CALLABLES: weakref.WeakKeyDictionary[Any, tuple[Payload, bool]] = weakref.WeakKeyDictionary()
 
 
-def encode_callable(fn: Any, session: EncodeSession) -> tuple[bytes, bool]:
+def encode_callable(fn: Any, session: EncodeSession) -> tuple[Payload, bool]:
     """Pickle a task's callable; return its bytes and whether a worker may cache them."""
     kind = type(fn)
     cached = _CALLABLES.get(fn) if kind is partial or kind is types.FunctionType else None
@@ -102,14 +106,16 @@ def encode_plain(value: Any) -> bytes | None:
     No code of ours or the caller's runs during the dump, so reusing the pickler is safe.
     """
     try:
-        return PLAIN.dumps(value)
+        data = PLAIN.dumps(value)  # no session: nothing goes out of band
     except NotPlain:
         return None
+    assert type(data) is bytes  # noqa: S101 - for mypy: no session, no out-of-band buffers
+    return data
 
 
 def encode_task(
-    function: tuple[bytes, bool], args: tuple[Any, ...], kwargs: dict[str, Any], session: EncodeSession
-) -> bytes:
+    function: tuple[Payload, bool], args: tuple[Any, ...], kwargs: dict[str, Any], session: EncodeSession
+) -> Payload:
     """Pickle a task's encoded callable and its arguments, sharing their large arrays."""
     if _simple(args) and _simple(kwargs.values()):
         return SIMPLE_CALL.dumps((function, args, kwargs), session)
@@ -134,14 +140,15 @@ def _simple(values: Iterable[Any]) -> bool:
     return True
 
 
-def encode_call(call: Any, session: EncodeSession) -> bytes:
-    """Pickle a call (or any object), sharing its large arrays."""
+def encode_call(call: Any, session: EncodeSession) -> Payload:
+    """Pickle a call (or any object), sharing its large arrays and buffers."""
     plain = encode_plain(call)
     if plain is not None:
         return plain
     buffer = io.BytesIO()
+    start = len(session.out_of_band)
     ArgumentPickler(buffer, session).dump(call)
-    return buffer.getvalue()
+    return session.payload(buffer.getvalue(), start)
 
 
 class _ArrayFreeSession(EncodeSession):
@@ -155,15 +162,18 @@ class _ArrayFreeSession(EncodeSession):
     def reduce_array(self, array: NDArray[Any]) -> tuple[Any, ...] | None:
         raise NotPlain
 
+    def buffer_callback(self, buffer: pickle.PickleBuffer) -> bool:
+        raise NotPlain
+
 
 def _no_segments(nbytes: int) -> tuple[_segments.SegmentBuffer, NDArray[Any] | None]:
     raise AssertionError  # _ArrayFreeSession never asks
 
 
-def encode_function(fn: Any) -> tuple[bytes, bool] | None:
+def encode_function(fn: Any) -> tuple[Payload, bool] | None:
     """Pickle map()'s function once for all its chunks, or return None if it cannot be.
 
-    Not if it holds an array, which would be pinned (or copied) for as long as the
+    Not if it holds an array or a buffer, which would be pinned (or copied) for as long as the
     bytes are reused; nor if it fails to pickle, which the per-task path reports in
     the task's future, as ProcessPoolExecutor does. Returns the bytes and whether
     workers may keep what they decode (see is_reusable).
@@ -174,11 +184,12 @@ def encode_function(fn: Any) -> tuple[bytes, bool] | None:
         return None
 
 
-def encode_result(result: Any, session: EncodeSession) -> bytes:
-    """Pickle a task's result, sharing its large arrays."""
+def encode_result(result: Any, session: EncodeSession) -> Payload:
+    """Pickle a task's result, sharing its large arrays and buffers."""
     buffer = io.BytesIO()
+    start = len(session.out_of_band)
     ResultPickler(buffer, session).dump(result)
-    return buffer.getvalue()
+    return session.payload(buffer.getvalue(), start)
 
 
 def is_plain(value: Any, depth: int = 4) -> bool:

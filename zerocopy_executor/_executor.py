@@ -334,7 +334,7 @@ class _ChunkTasks:
         future.cancel()
 
     def _submit_plain(
-        self, executor: SharedArrayExecutor, function: tuple[bytes, bool], plain: bytes
+        self, executor: SharedArrayExecutor, function: tuple[_codec.Payload, bool], plain: bytes
     ) -> Future[list[Any]]:
         state = self._state
         ticket = TaskTicket(state)  # in flight until the reply is decoded

@@ -26,6 +26,7 @@ import cloudpickle
 import numpy as np
 
 from . import _main_functions
+from ._decoding import Payload
 from ._sessions import PROTOCOL, EncodeSession
 
 __all__ = [
@@ -100,7 +101,7 @@ class ArgumentPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle
 
     def __init__(self, file: io.BytesIO, session: EncodeSession) -> None:
         self.dispatch_table = _dispatch_table()
-        super().__init__(file, protocol=PROTOCOL)
+        super().__init__(file, protocol=PROTOCOL, buffer_callback=session.buffer_callback)
         self._session = session
 
     def reducer_override(self, obj: Any) -> Any:
@@ -127,7 +128,12 @@ class ArgumentPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle
 
 class ResultPickler(ForkingPickler):
     def __init__(self, file: io.BytesIO, session: EncodeSession) -> None:
-        super().__init__(file, PROTOCOL)
+        # ForkingPickler.__init__ passes on positional arguments only, and buffer_callback
+        # is keyword-only: do what it does (its reducers over copyreg's) around Pickler's.
+        pickle.Pickler.__init__(self, file, PROTOCOL, buffer_callback=session.buffer_callback)
+        table: dict[type, Any] = ForkingPickler._copyreg_dispatch_table.copy()  # type: ignore[attr-defined]
+        table.update(ForkingPickler._extra_reducers)  # type: ignore[attr-defined]
+        self.dispatch_table = table
         self._session = session
 
     def reducer_override(self, obj: Any) -> Any:
@@ -145,6 +151,13 @@ class _SessionPickler(pickle.Pickler):
     """A pickler that carries the current dump's session (kept per thread, see _ReusedPickler)."""
 
     session: EncodeSession | None = None
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, PROTOCOL, buffer_callback=self._on_buffer)
+
+    def _on_buffer(self, buffer: pickle.PickleBuffer) -> bool:
+        session = self.session
+        return True if session is None else session.buffer_callback(buffer)
 
 
 class PlainPickler(_SessionPickler):
@@ -180,13 +193,13 @@ class _ReusedPickler(threading.local):
 
     def __init__(self, kind: type[_SessionPickler]) -> None:
         self.buffer = io.BytesIO()
-        self.pickler = kind(self.buffer, PROTOCOL)
+        self.pickler = kind(self.buffer)
         self.busy = False  # a dump that runs our code (arrays) could, in theory, re-enter
 
-    def dumps(self, value: Any, session: EncodeSession | None = None) -> bytes:
+    def dumps(self, value: Any, session: EncodeSession | None = None) -> Payload:
         if self.busy:  # re-entered: a pickler of its own
             buffer = io.BytesIO()
-            return _dump(type(self.pickler)(buffer, PROTOCOL), buffer, value, session)
+            return _dump(type(self.pickler)(buffer), buffer, value, session)
         self.busy = True
         try:
             return _dump(self.pickler, self.buffer, value, session)
@@ -194,11 +207,12 @@ class _ReusedPickler(threading.local):
             self.busy = False
 
 
-def _dump(pickler: _SessionPickler, buffer: io.BytesIO, value: Any, session: EncodeSession | None) -> bytes:
+def _dump(pickler: _SessionPickler, buffer: io.BytesIO, value: Any, session: EncodeSession | None) -> Payload:
     pickler.session = session
+    start = 0 if session is None else len(session.out_of_band)
     try:
         pickler.dump(value)
-        return buffer.getvalue()
+        return buffer.getvalue() if session is None else session.payload(buffer.getvalue(), start)
     finally:
         pickler.session = None
         pickler.clear_memo()  # the memo holds references to what it pickled

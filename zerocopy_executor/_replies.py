@@ -20,6 +20,7 @@ import weakref
 from typing import Any, Protocol
 
 from . import _codec, _pool, _segments
+from ._decoding import Payload
 from ._stats import StatsCounter
 
 __all__ = ["ChunkReply", "DecodeFailure", "ReplyReceiver", "decode_reply", "register"]
@@ -80,7 +81,7 @@ class ChunkReply:
 
     __slots__ = ("copied_nbytes", "data", "tally", "token")
 
-    def __init__(self, token: int, data: bytes, tally: dict[str, int], copied_nbytes: int) -> None:
+    def __init__(self, token: int, data: Payload, tally: dict[str, int], copied_nbytes: int) -> None:
         self.token = token
         self.data = data
         self.tally = tally
@@ -90,7 +91,7 @@ class ChunkReply:
         return (_receive_chunk, (self.token, self.data, self.tally, self.copied_nbytes))
 
 
-def _receive_chunk(token: int, data: bytes, tally: dict[str, int], copied_nbytes: int) -> Any:
+def _receive_chunk(token: int, data: Payload, tally: dict[str, int], copied_nbytes: int) -> Any:
     try:
         receiver = _RECEIVERS[token]  # alive: its executor's close() waits for this task
         return decode_reply(receiver, data, tally, copied_nbytes)

@@ -145,12 +145,19 @@ class ReusableExecutors:
             lease.retired = True
 
     def shutdown(self) -> None:
-        """Shut every executor down and wait for its workers to exit."""
+        """Shut every executor down and wait for its workers to exit.
+
+        In this thread, not in a closer of its own: at interpreter exit (atexit) no
+        thread can start any more (Python 3.12 and newer raise RuntimeError).
+        """
         with self._lock:
-            for lease in list(self._leases):
-                self._close(lease)
+            leases, self._leases = self._leases, []
+            for lease in leases:
+                lease.retired, lease.deadline = True, None
             closers, self._closers = self._closers, []
             self._lock.notify()
+        for lease in leases:
+            lease.executor.shutdown(wait=True, cancel_futures=True)
         for closer in closers:
             closer.join()
 

@@ -180,11 +180,18 @@ def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = 
     """
     name = _namespace.new_name(tag)
     path = "/" + name
+    # Registered first: a process killed between the two steps must not leave a name
+    # that exists unregistered, which a sweep would then unregister (the tracker's
+    # KeyError). The other way round, the tracker only finds nothing to unlink.
+    resource_tracker.register(path, _RTYPE)
     try:
         fd = _posixshmem.shm_open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
     except OSError as exc:
+        resource_tracker.unregister(path, _RTYPE)
         raise SegmentError(_failure(f"cannot create a segment of {nbytes} bytes", exc)) from exc
-    resource_tracker.register(path, _RTYPE)
+    except BaseException:
+        resource_tracker.unregister(path, _RTYPE)
+        raise
     try:
         os.ftruncate(fd, nbytes)
         _reserve(fd, nbytes)

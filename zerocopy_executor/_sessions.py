@@ -1,38 +1,36 @@
-"""Encode and decode sessions: where each array goes, and what a transfer pinned.
+"""Encoding: where each array or buffer goes, and what a transfer pinned.
 
-An EncodeSession decides, array by array, between the three paths (by reference,
-copied once into a segment, pickled) and keeps alive what the receiver will map. A
-DecodeSession rebuilds arrays from their descriptors on the other side, over the
-right base object (a segment's mapping, or a lease or per-task root over it that
-tells when every view is gone). The picklers (see _picklers) call into these.
+An EncodeSession decides, for each array a pickler meets, between the three paths
+(DESIGN.md): by reference (its memory already lies in a shared segment, or in a
+memory-mapped file: see _files), copied once into a segment, or pickled. Buffers
+that are not ndarrays (pickle protocol 5's out-of-band buffers: Arrow data inside
+pandas and pyarrow objects, DESIGN.md fact 17) reach it through pickle's
+``buffer_callback`` and take the same paths, described by the same ArrayRef (a 1-D
+``uint8`` view) and counted in the same stats. It keeps alive what the receiver will
+map until the receiver is done. The picklers (see _picklers) call into it; the
+receiving side is _decoding.
 """
 
 from __future__ import annotations
 
 import pickle
-import threading
 import warnings
-import weakref
-from collections.abc import Callable
-from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _arrayref, _pool, _segments
+from . import _arrayref, _files, _pool, _segments
 from ._config import SharingPolicy
+from ._decoding import Payload, _rebuild
 from ._errors import SegmentError, SharedMemoryFullWarning
 
 __all__ = [
     "PROTOCOL",
     "READ_ONLY_STAYS_READ_ONLY",
-    "DecodeSession",
     "EncodeSession",
     "SegmentAllocator",
-    "TaskDecodeSession",
     "arrives_writeable",
-    "decode",
 ]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -64,7 +62,9 @@ class EncodeSession:
         "allocate",
         "buffers",
         "copied_nbytes",
+        "copies",
         "handover",
+        "out_of_band",
         "pinned",
         "policy",
         "scratch_sizes",
@@ -93,13 +93,64 @@ class EncodeSession:
         self.copied_nbytes = 0
         # Sizes of the recycled segments arrays were copied into (see ArrayRef.scratch).
         self.scratch_sizes: list[int] = []
+        # Contiguous arrays copied so far, as (first byte, end, descriptor of the copy):
+        # another view of the same memory in this payload refers to that copy.
+        self.copies: list[tuple[int, int, _arrayref.ArrayRef]] = []
+        # Descriptors of the buffers sent out of band, in the order pickle meets them.
+        self.out_of_band: list[tuple[Any, ...]] = []
 
     def reduce_array(self, array: NDArray[Any]) -> tuple[Any, ...] | None:
         """Return a reduction that ships array through shared memory, or None to pickle it."""
+        ref = self.place(array)
+        if ref is None:
+            return _exact_reduction(array)
+        return (_rebuild, _arrayref.pack(ref))
+
+    def buffer_callback(self, buffer: pickle.PickleBuffer) -> bool:
+        """Pickle's buffer_callback: share a large buffer out of band (False) or keep it in-band (True)."""
+        try:
+            view = buffer.raw()
+        except BufferError:  # not contiguous: pickle copies it in-band
+            return True
+        if isinstance(view.obj, np.ndarray):  # an array's own: placed already by reduce_array
+            return True
+        ref = self.place(np.frombuffer(view, dtype=np.uint8))
+        if ref is None:
+            return True
+        self.out_of_band.append(_arrayref.pack(ref))
+        return False
+
+    def payload(self, data: bytes, start: int) -> Payload:
+        """Return a dump's payload: data, with the out-of-band descriptors it added after start."""
+        if len(self.out_of_band) == start:
+            return data
+        refs = tuple(self.out_of_band[start:])
+        del self.out_of_band[start:]
+        return (data, refs)
+
+    def place(self, array: NDArray[Any]) -> _arrayref.ArrayRef | None:
+        """Decide array's path: a descriptor of shared memory (by reference, or copied once), or None.
+
+        None means pickle it (small, holds objects, or /dev/shm is full).
+        """
         nbytes = array.nbytes
         if array.dtype.hasobject or nbytes == 0:
             self._count("pickled", nbytes)
             return None
+        ref = self._shared_already(array)
+        if ref is not None:
+            self._count("by_reference", nbytes)
+            return ref
+        if nbytes >= self.policy.min_nbytes:
+            try:
+                return self._copy_into_segment(array)
+            except SegmentError as exc:
+                warnings.warn(f"{exc}; pickling this array instead", SharedMemoryFullWarning, stacklevel=3)
+        self._count("pickled", nbytes)
+        return None
+
+    def _shared_already(self, array: NDArray[Any]) -> _arrayref.ArrayRef | None:
+        """Array's descriptor if its memory is shared: a segment, a file, or a copy in this payload."""
         found = _arrayref.locate(array)
         if found is not None:
             buffer, offset = found
@@ -109,18 +160,26 @@ class EncodeSession:
             lease = _pool.current_lease(buffer)
             self.pinned.append(buffer if lease is None else lease)
             self.buffers.append(buffer)
-            self._count("by_reference", nbytes)
-            ref = _arrayref.describe(array, buffer, offset, handover=handover, lent=lease is not None)
-            return (_rebuild, _arrayref.pack(ref))
-        if nbytes >= self.policy.min_nbytes:
-            try:
-                return self._copy_into_segment(array)
-            except SegmentError as exc:
-                warnings.warn(f"{exc}; pickling this array instead", SharedMemoryFullWarning, stacklevel=2)
-        self._count("pickled", nbytes)
-        return _exact_reduction(array)
+            return _arrayref.describe(array, buffer, offset, handover=handover, lent=lease is not None)
+        in_file = _files.locate(array)
+        if in_file is not None:
+            path, position, writeable = in_file
+            shape, strides, dtype = array.shape, array.strides, array.dtype
+            return _arrayref.ArrayRef(path, position, shape, strides, dtype, writeable, False, False)
+        if self.copies:
+            low, high = _arrayref.address_extent(array)
+            for first, end, copy in self.copies:
+                if first <= low and high <= end:  # a view of what this payload copied already
+                    return copy._replace(
+                        offset=array.__array_interface__["data"][0] - first,
+                        shape=array.shape,
+                        strides=array.strides,
+                        dtype=array.dtype,
+                        writeable=arrives_writeable(array),
+                    )
+        return None
 
-    def _copy_into_segment(self, array: NDArray[Any]) -> tuple[Any, ...]:
+    def _copy_into_segment(self, array: NDArray[Any]) -> _arrayref.ArrayRef:
         base: Any  # the mapping, or a lease or per-task root over it
         spare = self._take_spare(array.nbytes)
         if spare is not None:
@@ -146,7 +205,9 @@ class EncodeSession:
         ref = _arrayref.ArrayRef(
             buffer.name, 0, copy.shape, copy.strides, copy.dtype, writeable, handover, lent, scratch
         )
-        return (_rebuild, _arrayref.pack(ref))
+        if array.flags.c_contiguous or array.flags.f_contiguous:  # the copy is the same bytes
+            self.copies.append((*_arrayref.address_extent(array), ref))
+        return ref
 
     def _take_spare(self, nbytes: int) -> tuple[_segments.SegmentBuffer, NDArray[Any]] | None:
         """Remove and return the smallest spare segment that fits nbytes (see _pool.fits), if any."""
@@ -187,121 +248,3 @@ def arrives_writeable(array: NDArray[Any]) -> bool:
     if array.flags.writeable or not READ_ONLY_STAYS_READ_ONLY:
         return True
     return not (array.flags.c_contiguous or array.flags.f_contiguous)  # NumPy copies those
-
-
-class DecodeSession:
-    """One decode pass in the parent.
-
-    Views of recycled segments are made from their lease, so the segment is not reused
-    while they live; segments handed over by a worker are adopted, and those it copied
-    a result into (it keeps no view of them) are leased from pool: their pages are warm.
-    """
-
-    __slots__ = ("on_handover", "pool")
-
-    def __init__(
-        self,
-        on_handover: Callable[[_segments.SegmentBuffer], None] | None = None,
-        pool: _pool.SegmentPool | None = None,
-    ) -> None:
-        self.on_handover = on_handover
-        self.pool = pool
-
-    def base_for(self, buffer: _segments.SegmentBuffer, ref: _arrayref.ArrayRef) -> Any:
-        """Return what views of buffer are made from."""
-        lease = _pool.current_lease(buffer)
-        if lease is None and ref.scratch and ref.handover and self.pool is not None:
-            lease = _pool.lease(buffer, self.pool)
-        return buffer if lease is None else lease
-
-
-class TaskDecodeSession(DecodeSession):
-    """A worker's decode of one task.
-
-    Views of lent (recycled) segments are made from a root per task, so that after the
-    call we can tell whether the function kept any of them.
-    """
-
-    __slots__ = ("_roots", "_spare", "buffers")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._roots: dict[str, weakref.ref[NDArray[Any]]] = {}
-        # Every mapping the task used: the worker keeps them for the next tasks.
-        self.buffers: dict[str, _segments.SegmentBuffer] = {}
-        # Lent segments the result may overwrite once nothing views them (see spare).
-        self._spare: dict[str, _segments.SegmentBuffer] = {}
-
-    def base_for(self, buffer: _segments.SegmentBuffer, ref: _arrayref.ArrayRef) -> Any:
-        """Return a per-task root for lent segments, the mapping otherwise."""
-        self.buffers[buffer.name] = buffer
-        if ref.scratch and ref.lent:  # views of it have a root: kept() can see them
-            self._spare[buffer.name] = buffer
-        return self.root(buffer) if ref.lent else buffer
-
-    def lent_for_result(self, buffer: _segments.SegmentBuffer) -> None:
-        """Record the segment the parent lent for this task's result."""
-        self.buffers[buffer.name] = buffer
-        self._spare[buffer.name] = buffer
-
-    def spare(self) -> list[tuple[_segments.SegmentBuffer, NDArray[Any]]]:
-        """Segments the result may be written into: lent for it, or copied arguments nothing views.
-
-        Call once the function and its arguments are gone, while the result lives: a
-        result that is a view of a copied argument keeps that segment out.
-        """
-        kept = set(self.kept())
-        return [(buffer, self.root(buffer)) for name, buffer in self._spare.items() if name not in kept]
-
-    def root(self, buffer: _segments.SegmentBuffer) -> NDArray[Any]:
-        """Return this task's root over a lent segment, making it on first use."""
-        ref = self._roots.get(buffer.name)
-        root = None if ref is None else ref()
-        if root is None:
-            root = np.frombuffer(buffer, dtype=np.uint8)
-            self._roots[buffer.name] = weakref.ref(root)
-            self.buffers[buffer.name] = buffer
-        return root
-
-    def kept(self) -> list[str]:
-        """Names of lent segments something still views (call once the task's locals are gone)."""
-        if not self._roots:
-            return []
-        return [name for name, ref in self._roots.items() if ref() is not None]
-
-
-_DECODING = threading.local()
-
-
-def _rebuild(*fields: Any) -> NDArray[Any]:
-    ref = _arrayref.ArrayRef(*fields)
-    session: DecodeSession | None = getattr(_DECODING, "session", None)
-    base_for = None if session is None else partial(_base_for, session, ref)
-    try:
-        array, buffer = _arrayref.rebuild(ref, base_for)
-    except SegmentError:
-        if ref.handover:  # it was handed to us: its registration is ours to end
-            _segments.unlink(ref.name, unregister_if_gone=True)
-        raise
-    if ref.handover:
-        _segments.take_ownership(buffer)
-        if session is not None and session.on_handover is not None:
-            session.on_handover(buffer)
-    return array
-
-
-def _base_for(session: DecodeSession, ref: _arrayref.ArrayRef, buffer: _segments.SegmentBuffer) -> Any:
-    return session.base_for(buffer, ref)
-
-
-def decode(payload: bytes, session: DecodeSession | None = None) -> Any:
-    """Unpickle a payload, mapping the segments its ArrayRefs name.
-
-    Raises:
-        SegmentError: a segment is gone or a descriptor is out of bounds.
-    """
-    _DECODING.session = session
-    try:
-        return pickle.loads(payload)
-    finally:
-        _DECODING.session = None

@@ -70,8 +70,8 @@ class WorkerSetup:
         return (_restore_setup, (self.parent_pid, self.policy, init, self.tag))
 
 
-def _restore_setup(parent_pid: int, policy: SharingPolicy, init: bytes, tag: str) -> WorkerSetup:
-    initializer, initargs = pickle.loads(init)
+def _restore_setup(parent_pid: int, policy: SharingPolicy, init: _codec.Payload, tag: str) -> WorkerSetup:
+    initializer, initargs = _codec.decode(init)
     return WorkerSetup(parent_pid, policy, initializer, initargs, tag)
 
 
@@ -129,11 +129,11 @@ def initialize(setup: WorkerSetup) -> None:
 Reply = tuple[Any, "dict[str, int] | None", list[str], int]
 
 # Callables this worker decoded, by their bytes: map() sends the same one per chunk.
-_CALLABLES: OrderedDict[bytes, Any] = OrderedDict()
+_CALLABLES: OrderedDict[_codec.Payload, Any] = OrderedDict()
 _CALLABLES_MAX = 32
 
 
-def _callable(data: bytes, cacheable: bool, decoding: _codec.TaskDecodeSession | None) -> Any:
+def _callable(data: _codec.Payload, cacheable: bool, decoding: _codec.TaskDecodeSession | None) -> Any:
     if not cacheable:  # it holds arrays (decoded with the task's segments), or state of its own
         return _codec.decode(data, decoding)
     fn = _CALLABLES.get(data)
@@ -144,7 +144,7 @@ def _callable(data: bytes, cacheable: bool, decoding: _codec.TaskDecodeSession |
     return fn
 
 
-def run_task(task: tuple[bytes, str | None]) -> Reply:
+def run_task(task: tuple[_codec.Payload, str | None]) -> Reply:
     """Decode a call, run it, and encode its result (large arrays go back by reference).
 
     Args:
@@ -179,7 +179,7 @@ def run_task(task: tuple[bytes, str | None]) -> Reply:
 
 def _encode_result(
     result: Any, spare: list[tuple[_segments.SegmentBuffer, Any]] | None = None
-) -> tuple[bytes, dict[str, int], int]:
+) -> tuple[_codec.Payload, dict[str, int], int]:
     """Encode a result, its large arrays handed to the parent; return it, its tally, the largest copy."""
     encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True, spare=spare)
     return _codec.encode_result(result, encoding), encoding.tally, encoding.copied_nbytes
@@ -190,7 +190,9 @@ def run_chunk(fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> lis
     return [fn(*args) for args in chunk]
 
 
-def run_plain_chunk(token: int, function: bytes, reusable: bool, chunk: bytes) -> list[Any] | ChunkReply:
+def run_plain_chunk(
+    token: int, function: _codec.Payload, reusable: bool, chunk: bytes
+) -> list[Any] | ChunkReply:
     """Run a map() chunk sent without an envelope: plain arguments, a function with no array.
 
     Returns the results as they are if they are plain, else encoded in a ChunkReply

@@ -11,6 +11,7 @@ fails with ProcessPoolExecutor too, fails this check: the list must stay exact.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib.util
 import json
 import subprocess
@@ -75,6 +76,7 @@ def counts(outcomes: dict[str, str]) -> str:
 
 def test_cpython_process_pool_suite_passes_as_with_process_pool_executor(tmp_path, capsys):
     """Our executor fails no CPython test that PPE passes here, except the intended differences."""
+    faulthandler.cancel_dump_traceback_later()  # pytest's 50 s stack dump: this test takes minutes
     ours = run_suite(tmp_path, "sae")
     assert len(ours) > 100, f"too few tests ran: {counts(ours)}"
     failed = sorted(test_id for test_id, outcome in ours.items() if outcome == "fail")

@@ -61,6 +61,9 @@ def layouts(dtype: np.dtype) -> dict[str, np.ndarray]:
     }
 
 
+VIEWS_OF_BASE = ("strided", "negative", "0-d")  # of the "C" array, in layouts()
+
+
 def same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
@@ -85,8 +88,10 @@ def test_dtype_and_layout_roundtrip(mp_context, dtype_name):
         if original.size:
             assert np.shares_memory(by_ref, src), name
     nonempty = sum(1 for a in plain if a.size)
-    assert stats.arrays_copied == 2 * nonempty  # there and back
-    assert stats.arrays_by_reference == nonempty * 2  # shared there, and back
+    # In one call, views of an array copied there refer to its copy (they cross once).
+    views_of_base = len(VIEWS_OF_BASE)
+    assert stats.arrays_copied == (nonempty - views_of_base) + nonempty  # there, and back
+    assert stats.arrays_by_reference == views_of_base + 2 * nonempty  # the views; shared there and back
 
 
 def test_pickled_path_roundtrip(mp_context):

@@ -254,18 +254,6 @@ def test_keyword_arguments_are_shared(executor):
     assert stats.arrays_by_reference == 1
 
 
-def test_memmap_argument(executor, tmp_path):
-    """An np.memmap argument is copied once like any plain array."""
-    path = tmp_path / "data.bin"
-    mm = np.memmap(path, dtype=np.float64, mode="w+", shape=(BIG,))
-    mm[:] = np.arange(BIG)
-    mm.flush()
-    ro = np.memmap(path, dtype=np.float64, mode="r", shape=(BIG,))
-    assert executor.submit(_tasks.total, ro).result(TIMEOUT) == float(np.arange(BIG).sum())
-    assert executor.stats().arrays_copied == 1
-    del mm, ro
-
-
 def test_object_arrays_fall_back_to_pickling(executor):
     """Object arrays are pickled whatever their size."""
     a = np.array([{"k": i} for i in range(BIG // 8)], dtype=object)
