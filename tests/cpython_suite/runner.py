@@ -29,7 +29,14 @@ from typing import Any
 
 # The executor's own modules (test_process_pool holds ExecutorTest's) and those of the
 # functions that take an executor: shutdown, deadlock, init, wait, as_completed.
-MODULES = ("test_process_pool", "test_shutdown", "test_deadlock", "test_init", "test_wait", "test_as_completed")
+MODULES = (
+    "test_process_pool",
+    "test_shutdown",
+    "test_deadlock",
+    "test_init",
+    "test_wait",
+    "test_as_completed",
+)
 ENV_FLAG = "ZC_CPYTHON_SUITE_EXECUTOR"
 _HOOK_NAME = "zz_zerocopy_cpython_suite.pth"
 # Executed by site.py at every interpreter start in this environment; inert unless the
@@ -43,9 +50,9 @@ _HOOK = (
 
 def install_executor() -> None:
     """Make ``concurrent.futures`` hand out SharedArrayExecutor under both names."""
-    import concurrent.futures  # noqa: PLC0415
+    import concurrent.futures
 
-    from zerocopy_executor import SharedArrayExecutor  # noqa: PLC0415
+    from zerocopy_executor import SharedArrayExecutor
 
     concurrent.futures.ProcessPoolExecutor = SharedArrayExecutor  # type: ignore[misc]
     concurrent.futures.SharedArrayExecutor = SharedArrayExecutor  # type: ignore[attr-defined]
@@ -57,7 +64,9 @@ def suite_modules() -> list[ModuleType]:
     if not hasattr(package, "__path__"):
         return [package]
     names = {info.name for info in pkgutil.iter_modules(package.__path__)}
-    return [importlib.import_module(f"test.test_concurrent_futures.{name}") for name in MODULES if name in names]
+    return [
+        importlib.import_module(f"test.test_concurrent_futures.{name}") for name in MODULES if name in names
+    ]
 
 
 def _patch_mixins(modules: list[ModuleType], executor: type) -> None:
@@ -104,35 +113,35 @@ class _Recorder(unittest.TextTestResult):
 
     outcomes: dict[str, str]
 
-    def startTestRun(self) -> None:  # noqa: N802 - unittest's names
+    def startTestRun(self) -> None:
         super().startTestRun()
         self.outcomes = {}
 
-    def addSuccess(self, test: unittest.TestCase) -> None:  # noqa: N802
+    def addSuccess(self, test: unittest.TestCase) -> None:
         super().addSuccess(test)
         self.outcomes.setdefault(test.id(), "pass")  # not over a failed subtest
 
-    def addFailure(self, test: unittest.TestCase, err: Any) -> None:  # noqa: N802
+    def addFailure(self, test: unittest.TestCase, err: Any) -> None:
         super().addFailure(test, err)
         self.outcomes[test.id()] = "fail"
 
-    def addError(self, test: unittest.TestCase, err: Any) -> None:  # noqa: N802
+    def addError(self, test: unittest.TestCase, err: Any) -> None:
         super().addError(test, err)
         self.outcomes[test.id()] = "fail"  # class and module fixtures report a pseudo-id
 
-    def addSkip(self, test: unittest.TestCase, reason: str) -> None:  # noqa: N802
+    def addSkip(self, test: unittest.TestCase, reason: str) -> None:
         super().addSkip(test, reason)
         self.outcomes[test.id()] = "skip"
 
-    def addExpectedFailure(self, test: unittest.TestCase, err: Any) -> None:  # noqa: N802
+    def addExpectedFailure(self, test: unittest.TestCase, err: Any) -> None:
         super().addExpectedFailure(test, err)
         self.outcomes[test.id()] = "pass"
 
-    def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:  # noqa: N802
+    def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:
         super().addUnexpectedSuccess(test)
         self.outcomes[test.id()] = "fail"
 
-    def addSubTest(self, test: unittest.TestCase, subtest: unittest.TestCase, err: Any) -> None:  # noqa: N802
+    def addSubTest(self, test: unittest.TestCase, subtest: unittest.TestCase, err: Any) -> None:
         super().addSubTest(test, subtest, err)
         if err is not None:
             self.outcomes[test.id()] = "fail"
@@ -145,7 +154,7 @@ def main(argv: list[str]) -> int:
     modules = suite_modules()
     if which == "sae":
         install_executor()
-        from zerocopy_executor import SharedArrayExecutor  # noqa: PLC0415
+        from zerocopy_executor import SharedArrayExecutor
 
         _patch_mixins(modules, SharedArrayExecutor)
     suite = _process_pool_tests(modules, set(wanted))
