@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 import zerocopy_executor as zc
+from tests._processes import descendants, process_table
 from zerocopy_executor import _segments
 
 
@@ -50,44 +51,6 @@ TIMEOUT = 60
 
 
 # --- seen from outside: processes and segments ------------------------------------
-
-
-def process_table() -> dict[int, tuple[int, str, int]]:
-    """Every process in /proc as pid -> (ppid, state, start time in clock ticks)."""
-    table: dict[int, tuple[int, str, int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # exited while we were looking
-            continue
-        table[int(entry)] = (int(fields[1]), fields[0], int(fields[19]))
-    return table
-
-
-def descendants(root: int) -> dict[int, int]:
-    """Live descendants of root (not root itself) as pid -> start time."""
-    table = process_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, state, _) in table.items():
-        if state != "Z":
-            children.setdefault(ppid, []).append(pid)
-    found: dict[int, int] = {}
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found[child] = table[child][2]
-                todo.append(child)
-    return found
-
-
-def is_running(pid: int, start_time: int) -> bool:
-    """Whether that very process (not a reused pid) exists and is not a zombie."""
-    entry = process_table().get(pid)
-    return entry is not None and entry[2] == start_time and entry[1] != "Z"
 
 
 def segments_of(pids: set[int] | list[int]) -> list[str]:

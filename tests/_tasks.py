@@ -271,3 +271,25 @@ class CallCounter:
     def __call__(self, _: Any = None) -> int:
         self.calls += 1
         return self.calls
+
+
+# --- the leak guard's own tests (tests/test_leak_guard.py) ---------------------------
+
+_CHILDREN: list[Any] = []
+
+
+def leave_segment_behind(_: Any = None) -> str:
+    """Create a segment the way the library names them, and never unlink it (a leak)."""
+    name = f"zc_{os.getpid()}_{os.urandom(6).hex()}"
+    with open(f"/dev/shm/{name}", "wb") as f:
+        f.write(b"leaked")
+    return name
+
+
+def start_sleeper(seconds: float) -> int:
+    """Start a child process that this worker never waits for; return its pid."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", str(seconds)])  # noqa: S607 - sleep(1) from PATH
+    _CHILDREN.append(child)  # kept, so it is never collected (or warned about) here
+    return child.pid

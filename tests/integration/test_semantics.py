@@ -11,7 +11,7 @@ import pytest
 
 import zerocopy_executor as zc
 from tests import _tasks
-from tests.conftest import child_pids, is_long_lived
+from tests.conftest import our_processes
 
 TIMEOUT = 60
 BIG = 1 << 18  # float64 elements: 2 MiB, above the default min_nbytes
@@ -307,12 +307,13 @@ def test_executor_stats_start_at_zero():
 
 def test_result_outlives_dropped_executor(mp_context):
     """Dropping an executor unread stops its processes; its results still travel by reference."""
-    before = child_pids()
+    before = our_processes()
     ex = zc.SharedArrayExecutor(1, mp_context=mp_context)
     result = ex.submit(_tasks.make_plain, BIG, 1.0).result(TIMEOUT)
+    assert our_processes().items() - before.items(), "the executor started no process"
     del ex
     deadline = time.monotonic() + 10
-    while child_pids() - before - {p for p in child_pids() if is_long_lived(p)}:
+    while our_processes().items() - before.items():
         assert time.monotonic() < deadline, "the dropped executor's processes did not exit"
         gc.collect()
         time.sleep(0.05)
