@@ -129,6 +129,17 @@ def copies_of(arrays: list[np.ndarray]) -> list[np.ndarray]:
     return [np.array(a, copy=True, order="K") for a in arrays]
 
 
+def write_ramp(a: np.ndarray) -> tuple[int, ...]:
+    """Write 0, 1, 2, ... into the argument in its logical (C) order; return its shape."""
+    a[...] = np.arange(a.size, dtype=a.dtype).reshape(a.shape)
+    return a.shape
+
+
+def views_back(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the argument, its transpose and its reverse: views the worker makes of it."""
+    return a, a.T, a[::-1] if a.ndim else a
+
+
 # --- differential tests (tests/integration/test_differential.py) ------------------
 
 
