@@ -140,6 +140,13 @@ def views_back(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a, a.T, a[::-1] if a.ndim else a
 
 
+def check_and_bump(a: np.ndarray, value: float, seconds: float = 0.0) -> tuple[bool, np.ndarray]:
+    """Whether the argument holds only value (checked before and after a pause); and a + 1."""
+    before = bool((a == value).all())
+    time.sleep(seconds)  # keeps the task, and its segments, in flight a while
+    return before and bool((a == value).all()), a + 1
+
+
 # --- differential tests (tests/integration/test_differential.py) ------------------
 
 
