@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -472,6 +473,42 @@ def scenario_small_shm(start_method: str) -> int:
         empty_error=empty_error,
         left=segments_of(seen.pids),
         shm_listing=sorted(os.listdir(SHM_DIR)),
+        procs=seen.listing(),
+    )
+    return 0
+
+
+def _linked_bytes(pids: set[int]) -> int:
+    total = 0
+    for name in segments_of(pids):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.stat(os.path.join(SHM_DIR, name)).st_size
+    return total
+
+
+def scenario_pool_cap(start_method: str) -> int:
+    """Under a 64 MiB /dev/shm: 24 MiB of results dropped at once, then what the pool keeps linked."""
+    seen = Seen()
+    arg = np.ones(3 * MiB // 8)  # 3 MiB
+    with zc.SharedArrayExecutor(2, mp_context=context(start_method)) as ex:
+        futures = [ex.submit(task_slow_double, arg, 0.0) for _ in range(8)]
+        results = [f.result(timeout=TIMEOUT) for f in futures]
+        del futures
+        correct = all(bool((r == 2.0).all()) for r in results)
+        seen.look()
+        held = _linked_bytes(seen.pids)  # the results, each in its own segment
+        del results
+        collect()
+        ex.stats()  # returns once the releases already due are done
+        pooled = _linked_bytes(seen.pids)  # nothing is alive: what is linked is the pool
+    collect()
+    emit(
+        "REPORT",
+        correct=correct,
+        shm_total=shutil.disk_usage(SHM_DIR).total,
+        held=held,
+        pooled=pooled,
+        left=segments_of(seen.pids),
         procs=seen.listing(),
     )
     return 0

@@ -147,6 +147,12 @@ def check_and_bump(a: np.ndarray, value: float, seconds: float = 0.0) -> tuple[b
     return before and bool((a == value).all()), a + 1
 
 
+def mapped_here(name: str) -> tuple[int, bool, float]:
+    """This worker's pid, whether it maps the segment name, and when it looked (CLOCK_MONOTONIC)."""
+    with open("/proc/self/maps") as f:
+        return os.getpid(), name in f.read(), time.monotonic()
+
+
 # --- differential tests (tests/integration/test_differential.py) ------------------
 
 

@@ -846,6 +846,37 @@ def test_memmap_argument_arrives_as_an_equal_array(tmp_path):
     del mapped
 
 
+def test_small_memmap_argument_is_pickled_as_a_memmap_as_with_process_pool_executor(tmp_path):
+    """A np.memmap under min_nbytes is pickled as before: it arrives as a memmap, as with PPE."""
+    mapped = np.memmap(tmp_path / "small.bin", dtype=np.float64, mode="w+", shape=(100,))
+    mapped[:] = 5.0
+    seen = {}
+    for cls in EXECUTORS:
+        with cls(1, mp_context=FORK) as executor:
+            kind = executor.submit(_tasks.array_kind, mapped).result(timeout=TIMEOUT)
+            seen[cls] = (*kind, executor.submit(_tasks.total, mapped).result(timeout=TIMEOUT))
+    assert seen[SAE] == seen[PPE]
+    assert seen[SAE][0] == "memmap"
+    assert seen[SAE][2] == 500.0
+    del mapped
+
+
+def test_lambda_initializer_runs_with_us_under_every_start_method(mp_context):
+    """Intended improvement: a lambda initializer runs here under every method; PPE only under fork."""
+    initializer = lambda: _tasks.set_global("set by a lambda")  # noqa: E731 - a lambda is the point
+    with SAE(1, mp_context=mp_context, initializer=initializer) as executor:
+        assert executor.submit(_tasks.get_global).result(timeout=TIMEOUT) == "set by a lambda"
+    if mp_context.get_start_method() == "fork":  # PPE hands the initializer over by fork, unpickled
+        with PPE(1, mp_context=mp_context, initializer=initializer) as executor:
+            assert executor.submit(_tasks.get_global).result(timeout=TIMEOUT) == "set by a lambda"
+    else:
+        with (
+            pytest.raises((pickle.PicklingError, AttributeError), match="lambda"),
+            PPE(1, mp_context=mp_context, initializer=initializer) as executor,
+        ):
+            executor.submit(_tasks.get_global).result(timeout=TIMEOUT)
+
+
 def test_strided_byte_swapped_array_keeps_its_dtype_with_us():
     """Intended improvement: PPE turns a strided >i4 array into <i4 (NumPy pickling), we keep >i4."""
     strided = np.arange(20, dtype=">i4")[::2]
@@ -861,7 +892,10 @@ def test_strided_byte_swapped_array_keeps_its_dtype_with_us():
 def test_lambda_runs_with_us_but_not_with_process_pool_executor():
     """Intended improvement: a lambda fails to pickle in PPE but runs here (cloudpickle)."""
     with PPE(2, mp_context=FORK) as executor:
-        assert executor.submit(lambda x: x + 1, 1).exception(timeout=TIMEOUT) is not None
+        exc = executor.submit(lambda x: x + 1, 1).exception(timeout=TIMEOUT)
+        # PicklingError before 3.12 and from 3.14; AttributeError ("Can't pickle local object") between.
+        assert isinstance(exc, (pickle.PicklingError, AttributeError)), repr(exc)
+        assert "lambda" in str(exc), repr(exc)
     with SAE(2, mp_context=FORK) as executor:
         assert executor.submit(lambda x: x + 1, 1).result(timeout=TIMEOUT) == 2
 
@@ -875,7 +909,7 @@ def test_local_initializer_runs_under_spawn_with_us():
 
     # PicklingError before 3.12 and from 3.14; AttributeError ("Can't get local object") between.
     with (
-        pytest.raises((pickle.PicklingError, AttributeError)),
+        pytest.raises((pickle.PicklingError, AttributeError), match="initializer"),
         PPE(1, mp_context=spawn, initializer=initializer) as executor,
     ):
         executor.submit(_tasks.get_global).result(timeout=TIMEOUT)

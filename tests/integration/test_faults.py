@@ -393,6 +393,19 @@ def test_full_dev_shm_falls_back_to_pickling_with_one_warning(
     assert_quiet(run)
 
 
+def test_pool_of_warm_segments_holds_at_most_a_quarter_of_dev_shm(tmp_path, reaper, small_shm_wrapper):
+    """Under a 64 MiB /dev/shm, 24 MiB of dropped results leave at most 16 MiB pooled, emptied at shutdown."""
+    run = run_scenario(tmp_path, reaper, "scenario_pool_cap", "fork", wrap=small_shm_wrapper)
+    report = run.report
+    quarter = report["shm_total"] // 4
+    assert report["correct"], run.explain()
+    assert report["held"] > quarter, f"the results never needed more than the cap: {report}"
+    assert 0 < report["pooled"] <= quarter, report
+    assert report["left"] == [], report
+    assert_quiet(run)
+    assert_nothing_left(run, reaper)
+
+
 # --- 5. a segment removed behind the executor's back -------------------------------
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import gc
+import multiprocessing
+import sys
 import time
 
 import numpy as np
@@ -187,6 +189,33 @@ def test_segments_released_at_shutdown(mp_context):
     assert (kept == 2).all()
     del kept
     eventually(lambda: our_segments() == before)
+
+
+def mapped_by(pid, name):
+    with open(f"/proc/{pid}/maps") as f:
+        return name in f.read()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/maps")
+def test_workers_keep_their_mappings_for_about_two_seconds():
+    """A worker still maps a segment 1 s after its last task used it, and has let it go 2-3 s later."""
+    context = multiprocessing.get_context("forkserver")  # the cache is the same code under every method
+    before = our_segments()
+    a = zc.zeros(N)
+    (name,) = our_segments() - before
+    with zc.SharedArrayExecutor(1, mp_context=context) as executor:
+        assert executor.submit(_tasks.total, a).result(TIMEOUT) == 0.0
+        used = time.monotonic()
+        time.sleep(1.0)
+        pid, mapped, looked = executor.submit(_tasks.mapped_here, name).result(TIMEOUT)
+        assert looked - used < 1.9, "the machine was too slow to check inside the 2 s"
+        assert mapped, "the worker let the mapping go within 1 s"
+        deadline = used + 6.0  # 2 s idle, swept every second, and slack for a loaded machine
+        while mapped_by(pid, name):
+            assert time.monotonic() < deadline, "the worker kept the mapping of an idle segment"
+            time.sleep(0.1)
+        assert time.monotonic() - used >= 2.0
+    del a
 
 
 # --- recycling under concurrency: contents checked, never counters ---------------------

@@ -111,6 +111,25 @@ def test_small_arrays_are_pickled(executor):
     assert stats.arrays_copied == 0
 
 
+def test_default_min_nbytes_is_256_kib(executor):
+    """By default a plain array of 256 KiB reaches the worker in shared memory, 8 bytes less does not."""
+    at = np.ones((256 << 10) // 8)
+    under = np.ones(at.size - 1)
+    assert executor.submit(_tasks.is_shared_in_worker, at).result(TIMEOUT) is True
+    assert executor.submit(_tasks.is_shared_in_worker, under).result(TIMEOUT) is False
+
+
+def test_array_subclasses_are_pickled(executor):
+    """A large array of a NumPy subclass (masked) keeps its own pickling: its class and mask arrive."""
+    a = np.ma.masked_array(np.arange(BIG, dtype=np.float64), mask=np.arange(BIG) % 3 == 0)
+    assert executor.submit(_tasks.array_kind, a).result(TIMEOUT) == ("MaskedArray", True)
+    assert executor.submit(_tasks.is_shared_in_worker, a).result(TIMEOUT) is False
+    back = executor.submit(_tasks.identity, a).result(TIMEOUT)
+    assert type(back) is np.ma.MaskedArray
+    np.testing.assert_array_equal(back.mask, a.mask)
+    np.testing.assert_array_equal(back.data, a.data)
+
+
 def test_min_nbytes_sets_the_threshold(mp_context):
     """With min_nbytes=0 every non-empty plain array is copied; a huge one pickles all."""
     a = np.arange(10.0)
