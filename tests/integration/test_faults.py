@@ -29,6 +29,7 @@ import pytest
 import zerocopy_executor as zc
 from tests import _fault_scripts as fs
 from tests import _processes
+from tests._checkout import checkout_env
 from zerocopy_executor import _arrayref
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,8 +121,7 @@ def write_script(tmp_path: Path, scenario: str, timeout: float) -> Path:
 
 
 def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env = checkout_env()
     env.pop("PYTHONWARNINGS", None)
     env["PYTHONFAULTHANDLER"] = "1"
     return env
