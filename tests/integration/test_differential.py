@@ -3,8 +3,11 @@
 Each scenario runs on both classes and asserts one observable outcome: either the
 executor class is a parameter and both must pass the same assertions, or a scenario
 runs on both and the two outcomes are compared. Scenarios whose behaviour depends on
-the start method run under fork, forkserver and spawn (the ``mp_context`` fixture);
-the others use an explicit fork context (the fastest; never the default).
+the start method run under fork, forkserver and spawn (the ``mp_context`` fixture):
+pickling of initializers and functions, how workers start (all at once under fork, on
+demand otherwise), shutdown, a dropped executor, dying workers. The others, the
+Executor API's bookkeeping (futures, callbacks, map's order, constructor checks), use
+an explicit fork context (the fastest; never the default).
 
 Tasks that must still be pending or running when the test acts block on a ``Gate``
 (a file the test creates), not on a sleep, so nothing here depends on timing.
@@ -163,9 +166,9 @@ def test_submit_accepts_every_kind_of_picklable_callable(make_pool):
             assert result == expected, fn
 
 
-def test_max_workers_bounds_the_worker_processes(make_pool):
-    """Tasks run in at most max_workers processes, none of them the caller."""
-    executor = make_pool(max_workers=2)
+def test_max_workers_bounds_the_worker_processes(make_pool, mp_context):
+    """Tasks run in at most max_workers processes, none of them the caller, however workers start."""
+    executor = make_pool(max_workers=2, mp_context=mp_context)
     pids = set(executor.map(_tasks.pid, range(20), timeout=TIMEOUT))
     assert 1 <= len(pids) <= 2
     assert os.getpid() not in pids
@@ -458,9 +461,9 @@ def test_map_buffersize_is_validated_as_in_python_314(executor_cls):
 # --- shutdown and lifetime -----------------------------------------------------------
 
 
-def test_shutdown_wait_false_lets_pending_futures_finish(make_pool, gate):
+def test_shutdown_wait_false_lets_pending_futures_finish(make_pool, gate, mp_context):
     """After shutdown(wait=False) the tasks already submitted still run to completion."""
-    executor = make_pool()
+    executor = make_pool(mp_context=mp_context)
     futures = [executor.submit(_tasks.block_until, gate.release, None, i) for i in range(4)]
     executor.shutdown(wait=False)
     gate.open()
@@ -547,11 +550,11 @@ def test_context_manager_lets_exceptions_propagate(executor_cls):
         executor.submit(_tasks.add, 1, 1)
 
 
-def test_executor_dropped_without_shutdown_completes_futures(executor_cls, tmp_path):
+def test_executor_dropped_without_shutdown_completes_futures(executor_cls, tmp_path, mp_context):
     """An executor dropped without shutdown() is collected, and its futures still complete."""
     gate = Gate(tmp_path)
     try:
-        executor = executor_cls(2, mp_context=FORK)
+        executor = executor_cls(2, mp_context=mp_context)
         futures = [executor.submit(_tasks.block_until, gate.release, None, big(i)) for i in range(3)]
         alive = weakref.ref(executor)
         del executor
