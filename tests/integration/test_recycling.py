@@ -259,7 +259,8 @@ def test_tasks_in_flight_on_recycled_segments_keep_their_own_data(executor2):
     values = [float(i) for i in range(16)]
     futures = [executor2.submit(_tasks.check_and_bump, np.full(N, v), v, 0.01) for v in values]
     results = [f.result(TIMEOUT) for f in futures]
-    assert check_results(results, values) == []
+    wrong = check_results(results, values)
+    assert not wrong, wrong[:8]
 
 
 def test_threads_submitting_at_once_never_see_each_others_data(executor2):
@@ -272,14 +273,16 @@ def test_threads_submitting_at_once_never_see_each_others_data(executor2):
         for v in values:
             held.append(executor2.submit(_tasks.check_and_bump, np.full(N, v), v).result(TIMEOUT))
             # everything this thread still holds keeps its values while new tasks run
-            assert check_results(held, values[: len(held)]) == []
+            wrong = check_results(held, values[: len(held)])
+            assert not wrong, wrong[:8]
         return held, values
 
     with cf.ThreadPoolExecutor(4) as threads:
         outcomes = list(threads.map(submit_many, range(4)))
     results = [r for held, _ in outcomes for r in held]
     values = [v for _, vs in outcomes for v in vs]
-    assert check_results(results, values) == []
+    wrong = check_results(results, values)
+    assert not wrong, wrong[:8]
 
 
 def test_results_held_while_their_neighbours_are_recycled_stay_intact(executor2):
@@ -296,4 +299,5 @@ def test_results_held_while_their_neighbours_are_recycled_stay_intact(executor2)
         maps = list(executor2.map(_tasks.make_plain, [N] * 3, [-2.0] * 3))  # lent segments too
         assert all((m == -2.0).all() for m in maps)
         del maps
-        assert check_results(kept, kept_values) == []
+        wrong = check_results(kept, kept_values)
+        assert not wrong, wrong[:8]
