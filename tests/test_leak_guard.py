@@ -37,7 +37,8 @@ from tests.conftest import leak_guard, subreaper  # the guard under test
 def pytest_runtest_logreport(report):
     with open(os.environ["ZC_GUARD_REPORTS"], "a") as f:
         name = report.nodeid.rpartition("::")[2]
-        f.write(json.dumps([name, report.when, report.outcome, report.longreprtext]) + "\\n")
+        properties = dict(report.user_properties)
+        f.write(json.dumps([name, report.when, report.outcome, report.longreprtext, properties]) + "\\n")
 """
 
 LEAKS = """
@@ -54,22 +55,23 @@ from tests import _tasks
 KEEP = []
 
 
-def leave_executor_running(method):
+def leave_executor_running(method, record_property):
     ex = zc.SharedArrayExecutor(1, mp_context=multiprocessing.get_context(method))
     assert ex.submit(_tasks.total, np.ones(1 << 18)).result(60) == 1 << 18
+    record_property("worker", ex.submit(_tasks.pid).result(60))
     KEEP.append(ex)
 
 
-def test_fork_executor_left_running():
-    leave_executor_running("fork")
+def test_fork_executor_left_running(record_property):
+    leave_executor_running("fork", record_property)
 
 
-def test_forkserver_executor_left_running():
-    leave_executor_running("forkserver")
+def test_forkserver_executor_left_running(record_property):
+    leave_executor_running("forkserver", record_property)
 
 
-def test_spawn_executor_left_running():
-    leave_executor_running("spawn")
+def test_spawn_executor_left_running(record_property):
+    leave_executor_running("spawn", record_property)
 
 
 def test_orphan_of_a_shell():
@@ -148,12 +150,15 @@ def guarded_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         _processes.reap_adopted_orphans()
         time.sleep(0.05)
     by_test: dict[str, dict[str, tuple[str, str]]] = {}
+    properties: dict[str, dict[str, Any]] = {}
     for line in reports.read_text().splitlines():
-        name, when, outcome, text = json.loads(line)
+        name, when, outcome, text, recorded = json.loads(line)
         by_test.setdefault(name, {})[when] = (outcome, text)
+        properties.setdefault(name, {}).update(recorded)
     return {
         "run": run,
         "tests": by_test,
+        "properties": properties,
         "outlived": {p: _processes.command_line(p) for p in outlived},
         "left": leakable_segments() - segments_before,
     }
@@ -175,10 +180,13 @@ def test_guard_reports_each_kind_of_leak(guarded_run, name):
     assert LEAKING[name] in text, text
 
 
-def test_guard_names_forkserver_worker_and_ledger_server(guarded_run):
-    """A forkserver executor left running: its worker and its ledger server are both reported."""
-    _, text = teardown_of(guarded_run, "test_forkserver_executor_left_running")
-    assert text.count("(parent ") >= 2, text
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_guard_names_the_worker_left_running(guarded_run, method):
+    """An executor left running: the report names its worker's pid (a forkserver child under forkserver)."""
+    name = f"test_{method}_executor_left_running"
+    _, text = teardown_of(guarded_run, name)
+    worker = guarded_run["properties"][name]["worker"]
+    assert f"{worker} (parent " in text, text
 
 
 @pytest.mark.skipif(not shm_is_private(), reason="other names are only ours in a private /dev/shm")
