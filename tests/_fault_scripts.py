@@ -391,10 +391,12 @@ def scenario_keyboard_interrupt(start_method: str, how: str) -> int:
     seen.look()
     interrupted = False
     got = None
+    # Python's handler, as in an interactive shell: a script started with SIGINT ignored
+    # (a background job of a non-interactive shell) would ignore interrupt_main too.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if how == "interrupt_main":
         threading.Timer(0.6, _thread.interrupt_main).start()
-    else:  # the test sends SIGINT to this process only, as `kill -INT <pid>` would
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    # else the test sends SIGINT to this process only, as `kill -INT <pid>` would
     try:
         got = _consume_map(ex, big, seen)
     except KeyboardInterrupt:
@@ -412,6 +414,7 @@ def scenario_interrupt_during_submit(start_method: str, rounds: str) -> int:
     small = np.ones(MiB // 8, dtype=np.float64)  # 1 MiB: copied with min_nbytes=0
     rng = np.random.default_rng(1234)
     interrupted = 0
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # see scenario_keyboard_interrupt
     for _ in range(int(rounds)):
         ex = zc.SharedArrayExecutor(2, mp_context=context(start_method), min_nbytes=0)
         ex.submit(task_total, small).result(timeout=TIMEOUT)
