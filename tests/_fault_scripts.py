@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -34,6 +35,7 @@ from typing import Any
 import numpy as np
 
 import zerocopy_executor as zc
+from tests._processes import descendants, process_table
 from zerocopy_executor import _segments
 
 
@@ -50,44 +52,6 @@ TIMEOUT = 60
 
 
 # --- seen from outside: processes and segments ------------------------------------
-
-
-def process_table() -> dict[int, tuple[int, str, int]]:
-    """Every process in /proc as pid -> (ppid, state, start time in clock ticks)."""
-    table: dict[int, tuple[int, str, int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # exited while we were looking
-            continue
-        table[int(entry)] = (int(fields[1]), fields[0], int(fields[19]))
-    return table
-
-
-def descendants(root: int) -> dict[int, int]:
-    """Live descendants of root (not root itself) as pid -> start time."""
-    table = process_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, state, _) in table.items():
-        if state != "Z":
-            children.setdefault(ppid, []).append(pid)
-    found: dict[int, int] = {}
-    todo = [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found[child] = table[child][2]
-                todo.append(child)
-    return found
-
-
-def is_running(pid: int, start_time: int) -> bool:
-    """Whether that very process (not a reused pid) exists and is not a zombie."""
-    entry = process_table().get(pid)
-    return entry is not None and entry[2] == start_time and entry[1] != "Z"
 
 
 def segments_of(pids: set[int] | list[int]) -> list[str]:
@@ -427,12 +391,12 @@ def scenario_keyboard_interrupt(start_method: str, how: str) -> int:
     seen.look()
     interrupted = False
     got = None
-    # Python leaves SIGINT ignored if it started ignored (a job run in the background
-    # by a non-interactive shell, as CI may be); interrupt_main() is then a no-op too.
+    # Python's handler, as in an interactive shell: a script started with SIGINT ignored
+    # (a background job of a non-interactive shell) would ignore interrupt_main too.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if how == "interrupt_main":
         threading.Timer(0.6, _thread.interrupt_main).start()
-    # else: the test sends SIGINT to this process only, as `kill -INT <pid>` would
+    # else the test sends SIGINT to this process only, as `kill -INT <pid>` would
     try:
         got = _consume_map(ex, big, seen)
     except KeyboardInterrupt:
@@ -512,6 +476,42 @@ def scenario_small_shm(start_method: str) -> int:
         empty_error=empty_error,
         left=segments_of(seen.pids),
         shm_listing=sorted(os.listdir(SHM_DIR)),
+        procs=seen.listing(),
+    )
+    return 0
+
+
+def _linked_bytes(pids: set[int]) -> int:
+    total = 0
+    for name in segments_of(pids):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.stat(os.path.join(SHM_DIR, name)).st_size
+    return total
+
+
+def scenario_pool_cap(start_method: str) -> int:
+    """Under a 64 MiB /dev/shm: 24 MiB of results dropped at once, then what the pool keeps linked."""
+    seen = Seen()
+    arg = np.ones(3 * MiB // 8)  # 3 MiB
+    with zc.SharedArrayExecutor(2, mp_context=context(start_method)) as ex:
+        futures = [ex.submit(task_slow_double, arg, 0.0) for _ in range(8)]
+        results = [f.result(timeout=TIMEOUT) for f in futures]
+        del futures
+        correct = all(bool((r == 2.0).all()) for r in results)
+        seen.look()
+        held = _linked_bytes(seen.pids)  # the results, each in its own segment
+        del results
+        collect()
+        ex.stats()  # returns once the releases already due are done
+        pooled = _linked_bytes(seen.pids)  # nothing is alive: what is linked is the pool
+    collect()
+    emit(
+        "REPORT",
+        correct=correct,
+        shm_total=shutil.disk_usage(SHM_DIR).total,
+        held=held,
+        pooled=pooled,
+        left=segments_of(seen.pids),
         procs=seen.listing(),
     )
     return 0

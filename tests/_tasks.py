@@ -129,6 +129,30 @@ def copies_of(arrays: list[np.ndarray]) -> list[np.ndarray]:
     return [np.array(a, copy=True, order="K") for a in arrays]
 
 
+def write_ramp(a: np.ndarray) -> tuple[int, ...]:
+    """Write 0, 1, 2, ... into the argument in its logical (C) order; return its shape."""
+    a[...] = np.arange(a.size, dtype=a.dtype).reshape(a.shape)
+    return a.shape
+
+
+def views_back(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the argument, its transpose and its reverse: views the worker makes of it."""
+    return a, a.T, a[::-1] if a.ndim else a
+
+
+def check_and_bump(a: np.ndarray, value: float, seconds: float = 0.0) -> tuple[bool, np.ndarray]:
+    """Whether the argument holds only value (checked before and after a pause); and a + 1."""
+    before = bool((a == value).all())
+    time.sleep(seconds)  # keeps the task, and its segments, in flight a while
+    return before and bool((a == value).all()), a + 1
+
+
+def mapped_here(name: str) -> tuple[int, bool, float]:
+    """This worker's pid, whether it maps the segment name, and when it looked (CLOCK_MONOTONIC)."""
+    with open("/proc/self/maps") as f:
+        return os.getpid(), name in f.read(), time.monotonic()
+
+
 # --- differential tests (tests/integration/test_differential.py) ------------------
 
 
@@ -339,3 +363,25 @@ def pipe_bytes_sent(_: Any = None) -> int:
 
 def share_memory(a: Any, b: Any) -> bool:
     return bool(np.shares_memory(a, b))
+
+
+# --- the leak guard's own tests (tests/test_leak_guard.py) ---------------------------
+
+_CHILDREN: list[Any] = []
+
+
+def leave_segment_behind(_: Any = None) -> str:
+    """Create a segment the way the library names them, and never unlink it (a leak)."""
+    name = f"zc_{os.getpid()}_{os.urandom(9).hex()}"
+    with open(f"/dev/shm/{name}", "wb") as f:
+        f.write(b"leaked")
+    return name
+
+
+def start_sleeper(seconds: float) -> int:
+    """Start a child process that this worker never waits for; return its pid."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", str(seconds)])  # noqa: S607 - sleep(1) from PATH
+    _CHILDREN.append(child)  # kept, so it is never collected (or warned about) here
+    return child.pid

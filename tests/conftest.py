@@ -1,20 +1,37 @@
-"""Shared fixtures: the start method matrix and the leak guard every test runs under."""
+"""Shared fixtures: the start method matrix and the leak guard every test runs under.
+
+The guard sees every process a test started, whatever the start method: it walks the
+whole tree under the test process (forkserver workers and servers are the
+forkserver's children, not ours), and the test process is a child subreaper, so an
+orphan (a worker whose parent died, a daemon a shell left behind) is re-parented to it
+instead of to init. The resource tracker and the forkserver themselves live for the
+whole session by design and are not counted; their other descendants are.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Iterator
-from multiprocessing import resource_tracker
 
 import pytest
+
+from tests import _processes
 
 SEGMENT_PREFIX = "zc_"
 SHM_DIR = "/dev/shm"
 START_METHODS = [m for m in ("fork", "forkserver", "spawn") if m in multiprocessing.get_all_start_methods()]
-LEAK_WAIT_SECONDS = 10.0
+# How long the guard waits for what a test started to go away (background unlinks,
+# workers exiting); the guard's own tests shorten it.
+LEAK_WAIT_SECONDS = float(os.environ.get("ZC_LEAK_WAIT_SECONDS", "10"))
+# Named semaphores belong to live multiprocessing objects, which pytest may still hold
+# while the guard looks (a fixture's executor): they are not segments.
+NOT_SEGMENTS = ("sem.",)
 
 
 def _parent_of(pid: int) -> int | None:
@@ -29,7 +46,8 @@ def _is_foreign(name: str) -> bool:
     """True if the segment's creator (its name carries the pid) is alive outside our tree.
 
     Other programs, and other test runs, use /dev/shm too; a creator that has already
-    exited (a worker) cannot be placed, so its segments count as ours.
+    exited (a worker) cannot be placed, so its segments count as ours. A creator that
+    outlived its parent is re-parented to us (we are a subreaper), so it is placed.
     """
     try:
         pid = int(name.split("_")[1])
@@ -44,6 +62,22 @@ def _is_foreign(name: str) -> bool:
     return pid != me
 
 
+@functools.cache
+def shm_is_private() -> bool:
+    """Whether /dev/shm is this run's own tmpfs (CI's `unshare -m`), not the machine's.
+
+    It is if the file system mounted there is not the one init sees (the last mount on
+    /dev/shm in init's mount table).
+    """
+    try:
+        with open("/proc/1/mountinfo") as f:
+            devices = [fields[2] for fields in map(str.split, f) if fields[4] == SHM_DIR]
+        device = os.stat(SHM_DIR).st_dev
+    except (OSError, IndexError):  # no /proc, or unreadable: assume it is shared
+        return False
+    return bool(devices) and devices[-1] != f"{os.major(device)}:{os.minor(device)}"
+
+
 def our_segments() -> set[str]:
     """Our project's names in /dev/shm, made by this process or its descendants."""
     try:
@@ -53,39 +87,23 @@ def our_segments() -> set[str]:
     return {n for n in names if not _is_foreign(n)}
 
 
-def child_pids(pid: int | None = None) -> set[int]:
-    """Live (non-zombie) direct children of pid, read from /proc."""
-    pid = os.getpid() if pid is None else pid
-    children: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        state, ppid = fields[0], int(fields[1])
-        if ppid == pid and state != "Z":
-            children.add(int(entry))
-    return children
+def leakable_segments() -> set[str]:
+    """What the guard compares: our segments, and in a private /dev/shm anything but semaphores.
+
+    A private /dev/shm holds only this run's files, so a segment made under another
+    name (the standard library's ``psm_``) is caught too.
+    """
+    names = our_segments()
+    if shm_is_private():
+        with contextlib.suppress(FileNotFoundError):
+            names.update(n for n in os.listdir(SHM_DIR) if not n.startswith((SEGMENT_PREFIX, *NOT_SEGMENTS)))
+    return names
 
 
-def _long_lived_helpers() -> set[int]:
-    """The resource tracker and forkserver live for the whole session by design."""
-    pids = set()
-    tracker_pid = getattr(resource_tracker._resource_tracker, "_pid", None)
-    if tracker_pid:
-        pids.add(tracker_pid)
-    try:
-        from multiprocessing import forkserver
-
-        fs_pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
-        if fs_pid:
-            pids.add(fs_pid)
-    except ImportError:  # pragma: no cover - platforms without forkserver
-        pass
-    return pids
+def our_processes() -> dict[int, int]:
+    """Every live process under this one (pid -> start time), but the session-long helpers."""
+    helpers = _processes.long_lived_helpers()
+    return {pid: t for pid, t in _processes.descendants(os.getpid()).items() if pid not in helpers}
 
 
 def describe_segment(name: str) -> str:
@@ -94,34 +112,58 @@ def describe_segment(name: str) -> str:
         size = os.stat(f"{SHM_DIR}/{name}").st_size
     except OSError:
         size = -1
+    if not name.startswith(SEGMENT_PREFIX):
+        return f"{name} ({size} bytes, not ours by name)"
     pid = name.split("_")[1]
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            creator = f.read().replace(b"\0", b" ").decode(errors="replace")[:80]
-    except OSError:
-        creator = "exited"
+    creator = _processes.command_line(int(pid)) if pid.isdigit() else "?"
     relation = "this process" if pid == str(os.getpid()) else f"pid {pid}"
-    return f"{name} ({size} bytes, created by {relation}: {creator})"
+    return f"{name} ({size} bytes, created by {relation}: {'exited' if creator == '?' else creator})"
 
 
-def is_long_lived(pid: int) -> bool:
-    """Whether pid is the resource tracker or the forkserver (they serve every test)."""
-    return pid in _long_lived_helpers()
+def describe_process(pid: int) -> str:
+    """Pid, parent pid and command line of a process."""
+    return f"{pid} (parent {_parent_of(pid)}: {_processes.command_line(pid)})"
+
+
+def _collect_garbage() -> None:
+    gc.collect()
+    multiprocessing.active_children()  # reaps finished children
+    _processes.reap_adopted_orphans()
+
+
+def _clean_up(processes: dict[int, int], segments: set[str]) -> None:
+    """Stop what a failed test leaked, so the tests after it start clean."""
+    for pid, start in processes.items():
+        if _processes.is_running(pid, start):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(_processes.is_running(p, s) for p, s in processes.items()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    _collect_garbage()
+    for name in segments:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{SHM_DIR}/{name}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def subreaper() -> bool:
+    """The test process adopts the orphans of its tree (Linux), so the guard can see them."""
+    return _processes.become_subreaper()
 
 
 @pytest.fixture(autouse=True)
-def leak_guard() -> Iterator[None]:
-    """Fail a test that leaves a segment in /dev/shm or a child process alive."""
-    segments_before = our_segments()
-    children_before = child_pids()
+def leak_guard(subreaper: bool) -> Iterator[None]:
+    """Fail a test that leaves a segment in /dev/shm or a process of its tree alive."""
+    segments_before = leakable_segments()
+    processes_before = our_processes()
     yield
     deadline = time.monotonic() + LEAK_WAIT_SECONDS
     while True:
-        gc.collect()
-        multiprocessing.active_children()  # reaps finished children
-        leaked = our_segments() - segments_before
-        orphans = child_pids() - children_before - _long_lived_helpers()
-        if not leaked and not orphans:
+        _collect_garbage()
+        leaked = leakable_segments() - segments_before
+        alive = {p: t for p, t in our_processes().items() if processes_before.get(p) != t}
+        if not leaked and not alive:
             return
         if time.monotonic() > deadline:
             break
@@ -129,8 +171,9 @@ def leak_guard() -> Iterator[None]:
     problems = []
     if leaked:
         problems.append(f"segments left in {SHM_DIR}: {[describe_segment(n) for n in sorted(leaked)]}")
-    if orphans:
-        problems.append(f"child processes still alive: {sorted(orphans)}")
+    if alive:
+        problems.append(f"processes still alive: {[describe_process(p) for p in sorted(alive)]}")
+    _clean_up(alive, leaked)
     pytest.fail("; ".join(problems))
 
 

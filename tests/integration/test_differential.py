@@ -3,8 +3,11 @@
 Each scenario runs on both classes and asserts one observable outcome: either the
 executor class is a parameter and both must pass the same assertions, or a scenario
 runs on both and the two outcomes are compared. Scenarios whose behaviour depends on
-the start method run under fork, forkserver and spawn (the ``mp_context`` fixture);
-the others use an explicit fork context (the fastest; never the default).
+the start method run under fork, forkserver and spawn (the ``mp_context`` fixture):
+pickling of initializers and functions, how workers start (all at once under fork, on
+demand otherwise), shutdown, a dropped executor, dying workers. The others, the
+Executor API's bookkeeping (futures, callbacks, map's order, constructor checks), use
+an explicit fork context (the fastest; never the default).
 
 Tasks that must still be pending or running when the test acts block on a ``Gate``
 (a file the test creates), not on a sleep, so nothing here depends on timing.
@@ -163,9 +166,9 @@ def test_submit_accepts_every_kind_of_picklable_callable(make_pool):
             assert result == expected, fn
 
 
-def test_max_workers_bounds_the_worker_processes(make_pool):
-    """Tasks run in at most max_workers processes, none of them the caller."""
-    executor = make_pool(max_workers=2)
+def test_max_workers_bounds_the_worker_processes(make_pool, mp_context):
+    """Tasks run in at most max_workers processes, none of them the caller, however workers start."""
+    executor = make_pool(max_workers=2, mp_context=mp_context)
     pids = set(executor.map(_tasks.pid, range(20), timeout=TIMEOUT))
     assert 1 <= len(pids) <= 2
     assert os.getpid() not in pids
@@ -556,9 +559,9 @@ def test_map_buffersize_is_validated_as_in_python_314(executor_cls):
 # --- shutdown and lifetime -----------------------------------------------------------
 
 
-def test_shutdown_wait_false_lets_pending_futures_finish(make_pool, gate):
+def test_shutdown_wait_false_lets_pending_futures_finish(make_pool, gate, mp_context):
     """After shutdown(wait=False) the tasks already submitted still run to completion."""
-    executor = make_pool()
+    executor = make_pool(mp_context=mp_context)
     futures = [executor.submit(_tasks.block_until, gate.release, None, i) for i in range(4)]
     executor.shutdown(wait=False)
     gate.open()
@@ -645,11 +648,11 @@ def test_context_manager_lets_exceptions_propagate(executor_cls):
         executor.submit(_tasks.add, 1, 1)
 
 
-def test_executor_dropped_without_shutdown_completes_futures(executor_cls, tmp_path):
+def test_executor_dropped_without_shutdown_completes_futures(executor_cls, tmp_path, mp_context):
     """An executor dropped without shutdown() is collected, and its futures still complete."""
     gate = Gate(tmp_path)
     try:
-        executor = executor_cls(2, mp_context=FORK)
+        executor = executor_cls(2, mp_context=mp_context)
         futures = [executor.submit(_tasks.block_until, gate.release, None, big(i)) for i in range(3)]
         alive = weakref.ref(executor)
         del executor
@@ -958,6 +961,37 @@ def test_memmap_argument_is_the_file_itself_with_us(tmp_path):
     del mapped
 
 
+def test_small_memmap_argument_is_pickled_as_a_memmap_as_with_process_pool_executor(tmp_path):
+    """A np.memmap under min_nbytes is pickled as before: it arrives as a memmap, as with PPE."""
+    mapped = np.memmap(tmp_path / "small.bin", dtype=np.float64, mode="w+", shape=(100,))
+    mapped[:] = 5.0
+    seen = {}
+    for cls in EXECUTORS:
+        with cls(1, mp_context=FORK) as executor:
+            kind = executor.submit(_tasks.array_kind, mapped).result(timeout=TIMEOUT)
+            seen[cls] = (*kind, executor.submit(_tasks.total, mapped).result(timeout=TIMEOUT))
+    assert seen[SAE] == seen[PPE]
+    assert seen[SAE][0] == "memmap"
+    assert seen[SAE][2] == 500.0
+    del mapped
+
+
+def test_lambda_initializer_runs_with_us_under_every_start_method(mp_context):
+    """Intended improvement: a lambda initializer runs here under every method; PPE only under fork."""
+    initializer = lambda: _tasks.set_global("set by a lambda")  # noqa: E731 - a lambda is the point
+    with SAE(1, mp_context=mp_context, initializer=initializer) as executor:
+        assert executor.submit(_tasks.get_global).result(timeout=TIMEOUT) == "set by a lambda"
+    if mp_context.get_start_method() == "fork":  # PPE hands the initializer over by fork, unpickled
+        with PPE(1, mp_context=mp_context, initializer=initializer) as executor:
+            assert executor.submit(_tasks.get_global).result(timeout=TIMEOUT) == "set by a lambda"
+    else:
+        with (
+            pytest.raises((pickle.PicklingError, AttributeError), match="lambda"),
+            PPE(1, mp_context=mp_context, initializer=initializer) as executor,
+        ):
+            executor.submit(_tasks.get_global).result(timeout=TIMEOUT)
+
+
 def test_strided_byte_swapped_array_keeps_its_dtype_with_us():
     """Intended improvement: PPE turns a strided >i4 array into <i4 (NumPy pickling), we keep >i4."""
     strided = np.arange(20, dtype=">i4")[::2]
@@ -973,7 +1007,10 @@ def test_strided_byte_swapped_array_keeps_its_dtype_with_us():
 def test_lambda_runs_with_us_but_not_with_process_pool_executor():
     """Intended improvement: a lambda fails to pickle in PPE but runs here (cloudpickle)."""
     with PPE(2, mp_context=FORK) as executor:
-        assert executor.submit(lambda x: x + 1, 1).exception(timeout=TIMEOUT) is not None
+        exc = executor.submit(lambda x: x + 1, 1).exception(timeout=TIMEOUT)
+        # PicklingError before 3.12 and from 3.14; AttributeError ("Can't pickle local object") between.
+        assert isinstance(exc, (pickle.PicklingError, AttributeError)), repr(exc)
+        assert "lambda" in str(exc), repr(exc)
     with SAE(2, mp_context=FORK) as executor:
         assert executor.submit(lambda x: x + 1, 1).result(timeout=TIMEOUT) == 2
 
@@ -987,7 +1024,7 @@ def test_local_initializer_runs_under_spawn_with_us():
 
     # PicklingError before 3.12 and from 3.14; AttributeError ("Can't get local object") between.
     with (
-        pytest.raises((pickle.PicklingError, AttributeError)),
+        pytest.raises((pickle.PicklingError, AttributeError), match="initializer"),
         PPE(1, mp_context=spawn, initializer=initializer) as executor,
     ):
         executor.submit(_tasks.get_global).result(timeout=TIMEOUT)

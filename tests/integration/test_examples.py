@@ -5,8 +5,8 @@ wrong; here we also require a quiet stderr, and that none of its processes (work
 ledger's server, the forkserver) and none of their segments outlive it.
 
 Segments are attributed by the creator's pid in their name (``zc_<pid>_...``), collected
-while the example runs, rather than by the autouse guard's before/after listing of all
-of /dev/shm: that listing also sees segments of any other test run on the machine.
+while the example runs, on top of the autouse leak guard. The scripts import this
+checkout (tests/_checkout.py), not an installed copy.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests._checkout import ROOT, assert_imported_checkout, checkout_env
+
 RUN_TIMEOUT = 120
 POLL_SECONDS = 0.1
 CLEANUP_WAIT_SECONDS = 10.0
@@ -35,11 +36,6 @@ pytestmark = [
     pytest.mark.timeout(RUN_TIMEOUT + 30),
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the example's processes in /proc"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def leak_guard() -> None:
-    """Overrides the global guard: run_example checks the example's own segments by pid."""
 
 
 def processes_marked(token: str) -> set[int]:
@@ -71,9 +67,10 @@ def segments_of(pids: set[int]) -> set[str]:
     return names
 
 
-def run_example(name: str, start_method: str) -> str:
-    """Run examples/<name>.py --quick; fail on an error exit, noisy stderr, orphans or leaks."""
+def run_script(arguments: list[str], tmp_path: Path) -> str:
+    """Run a Python script from the checkout; fail on an error exit, noisy stderr, orphans or leaks."""
     token = uuid.uuid4().hex
+    probe = tmp_path / "imports.txt"
     # -W default shows the warnings Python hides by default (SegmentLeakWarning is a ResourceWarning).
     command = [
         sys.executable,
@@ -83,20 +80,17 @@ def run_example(name: str, start_method: str) -> str:
         # is exercised deliberately (as in pyproject's filterwarnings).
         "-W",
         "ignore:This process:DeprecationWarning",
-        f"examples/{name}.py",
-        "--quick",
-        "--start-method",
-        start_method,
+        *arguments,
     ]
     child = subprocess.Popen(
         command,
         cwd=ROOT,
-        env={**os.environ, MARKER: token},
+        env={**checkout_env(probe), MARKER: token},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    tree = {child.pid}  # every process of the example, sampled while it runs
+    tree = {child.pid}  # every process of the script, sampled while it runs
     deadline = time.monotonic() + RUN_TIMEOUT
     while True:
         try:
@@ -108,50 +102,69 @@ def run_example(name: str, start_method: str) -> str:
                 for pid in processes_marked(token):
                     os.kill(pid, signal.SIGKILL)
                 stdout, stderr = child.communicate()
-                pytest.fail(f"{name} ran over {RUN_TIMEOUT} s\nstdout:\n{stdout}\nstderr:\n{stderr}")
+                pytest.fail(f"{arguments} ran over {RUN_TIMEOUT} s\nstdout:\n{stdout}\nstderr:\n{stderr}")
     output = f"stdout:\n{stdout}\nstderr:\n{stderr}"
     assert child.returncode == 0, output
     for text in FORBIDDEN_IN_STDERR:
         assert text not in stderr, output
-    last_line = stdout.rstrip().rpartition("\n")[2]
-    assert last_line.startswith("OK"), output
-    assert start_method in stdout, output
     deadline = time.monotonic() + CLEANUP_WAIT_SECONDS
     while (survivors := processes_marked(token)) and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
-    assert not survivors, f"processes of {name} outlived it: {sorted(survivors)}\n{output}"
+    assert not survivors, f"processes of {arguments} outlived it: {sorted(survivors)}\n{output}"
     leaked = segments_of(tree)
-    assert not leaked, f"segments of {name} left in {SHM_DIR}: {sorted(leaked)}\n{output}"
+    assert not leaked, f"segments of {arguments} left in {SHM_DIR}: {sorted(leaked)}\n{output}"
+    assert_imported_checkout(probe)
     return stdout
 
 
-def test_square_in_place_verifies_and_copies_nothing(start_method):
+def run_example(name: str, start_method: str, tmp_path: Path) -> str:
+    """Run examples/<name>.py --quick; it checks its own results and ends with an OK line."""
+    stdout = run_script([f"examples/{name}.py", "--quick", "--start-method", start_method], tmp_path)
+    last_line = stdout.rstrip().rpartition("\n")[2]
+    assert last_line.startswith("OK"), stdout
+    assert start_method in stdout, stdout
+    return stdout
+
+
+def test_readme_quick_start_runs_and_copies_nothing(tmp_path):
+    """The README's quick start runs as written (default start method) and reports 0 bytes copied."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Quick start", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "quick_start.py"
+    script.write_text(code)
+    stdout = run_script([str(script)], tmp_path)
+    assert "bytes_copied=0" in stdout, stdout
+    assert "arrays_by_reference=5" in stdout, stdout  # four views, and the whole array
+
+
+def test_square_in_place_verifies_and_copies_nothing(start_method, tmp_path):
     """square_in_place.py squares a shared array in place and reports 0 bytes copied."""
-    stdout = run_example("square_in_place", start_method)
+    stdout = run_example("square_in_place", start_method, tmp_path)
     assert "bytes_copied=0" in stdout
 
 
-def test_chunk_statistics_verifies_and_copies_nothing(start_method):
+def test_chunk_statistics_verifies_and_copies_nothing(start_method, tmp_path):
     """chunk_statistics.py combines per-chunk dicts that match numpy, with 0 bytes copied."""
-    stdout = run_example("chunk_statistics", start_method)
+    stdout = run_example("chunk_statistics", start_method, tmp_path)
     assert "bytes_copied=0" in stdout
 
 
-def test_sqrt_abs_verifies_and_copies_nothing(start_method):
+def test_sqrt_abs_verifies_and_copies_nothing(start_method, tmp_path):
     """sqrt_abs.py rewrites a shared array in place and reports 0 bytes copied."""
-    stdout = run_example("sqrt_abs", start_method)
+    stdout = run_example("sqrt_abs", start_method, tmp_path)
     assert "bytes_copied=0" in stdout
 
 
-def test_locked_histogram_matches_numpy(start_method):
+def test_locked_histogram_matches_numpy(start_method, tmp_path):
     """locked_histogram.py's lock from initargs makes one shared histogram exact."""
-    stdout = run_example("locked_histogram", start_method)
+    stdout = run_example("locked_histogram", start_method, tmp_path)
     assert "bytes_copied=0" in stdout
 
 
-def test_library_function_agrees_across_executors(start_method):
+def test_library_function_agrees_across_executors(start_method, tmp_path):
     """library_function.py's smooth() gives identical results serially and with three executors."""
-    stdout = run_example("library_function", start_method)
+    stdout = run_example("library_function", start_method, tmp_path)
     for name in ("serial", "ThreadPoolExecutor", "ProcessPoolExecutor", "SharedArrayExecutor"):
         assert name in stdout
 

@@ -28,6 +28,8 @@ import pytest
 
 import zerocopy_executor as zc
 from tests import _fault_scripts as fs
+from tests import _processes
+from tests._checkout import checkout_env
 from zerocopy_executor import _arrayref
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +90,7 @@ class Reaper:
         self.procs.update((pid, start) for pid, start in pairs)
 
     def survivors(self) -> list[int]:
-        return sorted(pid for pid, start in self.procs.items() if start and fs.is_running(pid, start))
+        return sorted(pid for pid, start in self.procs.items() if start and _processes.is_running(pid, start))
 
     def wait_for_exit(self, seconds: float) -> list[int]:
         deadline = time.monotonic() + seconds
@@ -119,8 +121,7 @@ def write_script(tmp_path: Path, scenario: str, timeout: float) -> Path:
 
 
 def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env = checkout_env()
     env.pop("PYTHONWARNINGS", None)
     env["PYTHONFAULTHANDLER"] = "1"
     return env
@@ -165,7 +166,7 @@ def run_scenario(
 
 def kill_tree(proc: subprocess.Popen[str], reaper: Reaper) -> tuple[str, str]:
     """Kill a scenario and every process under it; return what it had written."""
-    reaper.watch(fs.descendants(proc.pid))
+    reaper.watch(_processes.descendants(proc.pid))
     proc.kill()
     reaper.clean()  # orphans would hold its pipes open
     try:
@@ -252,10 +253,10 @@ def kill_parent_mid_map(
         proc = start(tmp_path, "scenario_parent_killed", (start_method, kind), timeout=60, stderr=stderr_file)
     try:
         ready = read_until(proc, reaper, "READY", timeout=45)
-        tree = fs.descendants(proc.pid)
+        tree = _processes.descendants(proc.pid)
         names = {pid: _comm(pid) for pid in tree}
         reaper.watch(tree)
-        reaper.watch({proc.pid: fs.process_table()[proc.pid][2]})
+        reaper.watch({proc.pid: _processes.process_table()[proc.pid][2]})
         segments_before = fs.segments_of(set(tree) | {proc.pid})
         os.kill(proc.pid, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -322,7 +323,7 @@ def test_keyboard_interrupt_during_map_leaves_nothing(tmp_path, reaper, start_me
     else:
         proc = start(tmp_path, "scenario_keyboard_interrupt", (start_method, how), timeout=50)
         ready = read_until(proc, reaper, "READY", timeout=40)
-        reaper.watch(fs.descendants(ready["pid"]))
+        reaper.watch(_processes.descendants(ready["pid"]))
         os.kill(ready["pid"], signal.SIGINT)
         try:
             stdout, stderr = proc.communicate(timeout=40)
@@ -390,6 +391,19 @@ def test_full_dev_shm_falls_back_to_pickling_with_one_warning(
     assert "/dev/shm" in report["empty_error"], report["empty_error"]
     assert report["left"] == [], report
     assert_quiet(run)
+
+
+def test_pool_of_warm_segments_holds_at_most_a_quarter_of_dev_shm(tmp_path, reaper, small_shm_wrapper):
+    """Under a 64 MiB /dev/shm, 24 MiB of dropped results leave at most 16 MiB pooled, emptied at shutdown."""
+    run = run_scenario(tmp_path, reaper, "scenario_pool_cap", "fork", wrap=small_shm_wrapper)
+    report = run.report
+    quarter = report["shm_total"] // 4
+    assert report["correct"], run.explain()
+    assert report["held"] > quarter, f"the results never needed more than the cap: {report}"
+    assert 0 < report["pooled"] <= quarter, report
+    assert report["left"] == [], report
+    assert_quiet(run)
+    assert_nothing_left(run, reaper)
 
 
 # --- 5. a segment removed behind the executor's back -------------------------------

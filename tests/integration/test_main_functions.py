@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from tests._checkout import assert_imported_checkout, checkout_env
 from tests.conftest import START_METHODS
 
 SCRIPT = textwrap.dedent(
@@ -53,17 +53,24 @@ def test_script_main_functions_by_reference(tmp_path, method):
     """In a script, __main__ functions run by reference, any hash seed: initializer globals are seen."""
     script = tmp_path / "job.py"
     script.write_text(SCRIPT.format(method=method))
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONHASHSEED"}  # random per process
+    probe = tmp_path / "imports.txt"
     result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False, env=env
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={k: v for k, v in checkout_env(probe).items() if k != "PYTHONHASHSEED"},  # random per process
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     assert result.stderr == ""
+    assert_imported_checkout(probe)
 
 
 @pytest.mark.parametrize("method", START_METHODS)
-def test_fileless_main_functions_by_value(method):
+def test_fileless_main_functions_by_value(tmp_path, method):
     """Code with no file to re-import (python -c, notebooks) still runs, pickled by value.
 
     (``python -`` cannot use spawn at all: CPython tries to re-run ``<stdin>`` as a file.)
@@ -78,9 +85,17 @@ def test_fileless_main_functions_by_value(method):
             "assert list(ex.map(read_setting_if_word, words))", "list(ex.map(read_setting_if_word, words))"
         )
     )
+    probe = tmp_path / "imports.txt"
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=checkout_env(probe),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     assert result.stderr == ""
+    assert_imported_checkout(probe)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import gc
+import multiprocessing
+import sys
 import time
 
 import numpy as np
@@ -186,3 +189,115 @@ def test_segments_released_at_shutdown(mp_context):
     assert (kept == 2).all()
     del kept
     eventually(lambda: our_segments() == before)
+
+
+def mapped_by(pid, name):
+    with open(f"/proc/{pid}/maps") as f:
+        return name in f.read()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/maps")
+def test_workers_keep_their_mappings_for_about_two_seconds():
+    """A worker still maps a segment 1 s after its last task used it, and has let it go 2-3 s later."""
+    context = multiprocessing.get_context("forkserver")  # the cache is the same code under every method
+    before = our_segments()
+    a = zc.zeros(N)
+    (name,) = our_segments() - before
+    with zc.SharedArrayExecutor(1, mp_context=context) as executor:
+        assert executor.submit(_tasks.total, a).result(TIMEOUT) == 0.0
+        used = time.monotonic()
+        time.sleep(1.0)
+        pid, mapped, looked = executor.submit(_tasks.mapped_here, name).result(TIMEOUT)
+        assert looked - used < 1.9, "the machine was too slow to check inside the 2 s"
+        assert mapped, "the worker let the mapping go within 1 s"
+        deadline = used + 6.0  # 2 s idle, swept every second, and slack for a loaded machine
+        while mapped_by(pid, name):
+            assert time.monotonic() < deadline, "the worker kept the mapping of an idle segment"
+            time.sleep(0.1)
+        assert time.monotonic() - used >= 2.0
+    del a
+
+
+# --- recycling under concurrency: contents checked, never counters ---------------------
+
+
+@pytest.fixture
+def executor2(mp_context):
+    with zc.SharedArrayExecutor(2, mp_context=mp_context) as ex:
+        yield ex
+
+
+def warm_the_pool(executor, count):
+    """Run count tasks at once over N-sized arrays and drop everything: their segments are pooled."""
+    futures = [executor.submit(_tasks.check_and_bump, np.full(N, -1.0), -1.0) for _ in range(count)]
+    assert all(f.result(TIMEOUT)[0] for f in futures)
+    del futures
+    executor.stats()  # returns once the releases already due are done
+
+
+def check_results(results, values):
+    """Each held result is value + 1 and no two share memory; return what is wrong."""
+    wrong = [f"task {v}: saw other data" for (ok, _), v in zip(results, values, strict=True) if not ok]
+    wrong += [
+        f"result of task {v} holds {np.unique(r)[:4]}"
+        for (_, r), v in zip(results, values, strict=True)
+        if not (r == v + 1).all()
+    ]
+    arrays = [r for _, r in results]
+    wrong += [
+        f"results of tasks {values[i]} and {values[j]} share memory"
+        for i in range(len(arrays))
+        for j in range(i + 1, len(arrays))
+        if np.shares_memory(arrays[i], arrays[j])
+    ]
+    return wrong
+
+
+def test_tasks_in_flight_on_recycled_segments_keep_their_own_data(executor2):
+    """Sixteen tasks in flight at once over warm segments: each sees its argument, each result is its own."""
+    warm_the_pool(executor2, 6)
+    values = [float(i) for i in range(16)]
+    futures = [executor2.submit(_tasks.check_and_bump, np.full(N, v), v, 0.01) for v in values]
+    results = [f.result(TIMEOUT) for f in futures]
+    wrong = check_results(results, values)
+    assert not wrong, wrong[:8]
+
+
+def test_threads_submitting_at_once_never_see_each_others_data(executor2):
+    """Four threads submit and hold results while the others' tasks run: none sees another's data."""
+    warm_the_pool(executor2, 4)
+
+    def submit_many(thread):
+        values = [float(100 * thread + i) for i in range(8)]
+        held = []
+        for v in values:
+            held.append(executor2.submit(_tasks.check_and_bump, np.full(N, v), v).result(TIMEOUT))
+            # everything this thread still holds keeps its values while new tasks run
+            wrong = check_results(held, values[: len(held)])
+            assert not wrong, wrong[:8]
+        return held, values
+
+    with cf.ThreadPoolExecutor(4) as threads:
+        outcomes = list(threads.map(submit_many, range(4)))
+    results = [r for held, _ in outcomes for r in held]
+    values = [v for _, vs in outcomes for v in vs]
+    wrong = check_results(results, values)
+    assert not wrong, wrong[:8]
+
+
+def test_results_held_while_their_neighbours_are_recycled_stay_intact(executor2):
+    """Results kept while others are dropped and their segments reused by new tasks never change."""
+    kept, kept_values = [], []
+    for round_ in range(6):
+        values = [float(10 * round_ + i) for i in range(4)]
+        futures = [executor2.submit(_tasks.check_and_bump, np.full(N, v), v) for v in values]
+        results = [f.result(TIMEOUT) for f in futures]
+        del futures
+        kept += results[::2]  # keep half; the other half goes back to the pool at once
+        kept_values += values[::2]
+        del results
+        maps = list(executor2.map(_tasks.make_plain, [N] * 3, [-2.0] * 3))  # lent segments too
+        assert all((m == -2.0).all() for m in maps)
+        del maps
+        wrong = check_results(kept, kept_values)
+        assert not wrong, wrong[:8]

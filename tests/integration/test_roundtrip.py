@@ -64,8 +64,29 @@ def layouts(dtype: np.dtype) -> dict[str, np.ndarray]:
 VIEWS_OF_BASE = ("strided", "negative", "0-d")  # of the "C" array, in layouts()
 
 
+def shared_layouts(dtype: np.dtype) -> dict[str, np.ndarray]:
+    """The same layouts, as views of zerocopy_executor.empty bases (not contiguous copies)."""
+    c_base = zc.empty((64, 48), dtype)
+    c_base[...] = sample(dtype, (64, 48))
+    f_base = zc.empty((64, 48), dtype, order="F")
+    f_base[...] = c_base
+    return {
+        "C": c_base,
+        "F": f_base,
+        "strided": c_base[::2, ::3],
+        "negative": c_base[::-1, ::-2],
+        "zero-size": c_base[:0],
+        "0-d": c_base[3, 4, ...],
+    }
+
+
 def same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def layout(a: np.ndarray) -> tuple[object, ...]:
+    """Where a view's memory is: address, shape, strides."""
+    return a.__array_interface__["data"][0], a.shape, a.strides
 
 
 @pytest.mark.parametrize("dtype_name", list(DTYPES))
@@ -75,7 +96,7 @@ def test_dtype_and_layout_roundtrip(mp_context, dtype_name):
     arrays = layouts(dtype)
     names = list(arrays)
     plain = [arrays[n] for n in names]
-    shared = [zc.share(a) for a in plain]
+    shared = list(shared_layouts(dtype).values())
     with zc.SharedArrayExecutor(1, mp_context=mp_context, min_nbytes=1) as ex:
         back_copied = ex.submit(_tasks.copies_of, plain).result(TIMEOUT)
         back_shared = ex.submit(_tasks.identity, shared).result(TIMEOUT)
@@ -85,7 +106,8 @@ def test_dtype_and_layout_roundtrip(mp_context, dtype_name):
     ):
         assert same(copied, original), name
         assert same(by_ref, original), name
-        if original.size:
+        if original.size:  # by reference both ways: the very memory, seen from outside
+            assert layout(by_ref) == layout(src), name
             assert np.shares_memory(by_ref, src), name
     nonempty = sum(1 for a in plain if a.size)
     # In one call, views of an array copied there refer to its copy (they cross once).

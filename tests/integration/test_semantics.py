@@ -12,7 +12,7 @@ import pytest
 
 import zerocopy_executor as zc
 from tests import _tasks
-from tests.conftest import child_pids, is_long_lived
+from tests.conftest import our_processes
 
 TIMEOUT = 60
 BIG = 1 << 18  # float64 elements: 2 MiB, above the default min_nbytes
@@ -112,6 +112,25 @@ def test_small_arrays_are_pickled(executor):
     stats = executor.stats()
     assert (stats.arrays_pickled, stats.bytes_pickled) == (1, a.nbytes)
     assert stats.arrays_copied == 0
+
+
+def test_default_min_nbytes_is_256_kib(executor):
+    """By default a plain array of 256 KiB reaches the worker in shared memory, 8 bytes less does not."""
+    at = np.ones((256 << 10) // 8)
+    under = np.ones(at.size - 1)
+    assert executor.submit(_tasks.is_shared_in_worker, at).result(TIMEOUT) is True
+    assert executor.submit(_tasks.is_shared_in_worker, under).result(TIMEOUT) is False
+
+
+def test_array_subclasses_are_pickled(executor):
+    """A large array of a NumPy subclass (masked) keeps its own pickling: its class and mask arrive."""
+    a = np.ma.masked_array(np.arange(BIG, dtype=np.float64), mask=np.arange(BIG) % 3 == 0)
+    assert executor.submit(_tasks.array_kind, a).result(TIMEOUT) == ("MaskedArray", True)
+    assert executor.submit(_tasks.is_shared_in_worker, a).result(TIMEOUT) is False
+    back = executor.submit(_tasks.identity, a).result(TIMEOUT)
+    assert type(back) is np.ma.MaskedArray
+    np.testing.assert_array_equal(back.mask, a.mask)
+    np.testing.assert_array_equal(back.data, a.data)
 
 
 def test_min_nbytes_sets_the_threshold(mp_context):
@@ -307,12 +326,13 @@ def test_executor_stats_start_at_zero():
 
 def test_result_outlives_dropped_executor(mp_context):
     """Dropping an executor unread stops its processes; its results still travel by reference."""
-    before = child_pids()
+    before = our_processes()
     ex = zc.SharedArrayExecutor(1, mp_context=mp_context)
     result = ex.submit(_tasks.make_plain, BIG, 1.0).result(TIMEOUT)
+    assert our_processes().items() - before.items(), "the executor started no process"
     del ex
     deadline = time.monotonic() + 10
-    while child_pids() - before - {p for p in child_pids() if is_long_lived(p)}:
+    while our_processes().items() - before.items():
         assert time.monotonic() < deadline, "the dropped executor's processes did not exit"
         gc.collect()
         time.sleep(0.05)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
 
 import numpy as np
+import pytest
 
-from zerocopy_executor import _namespace, _pool, _segments
+from zerocopy_executor import _namespace, _pool, _segments, _state
 
 
 def make(nbytes):
@@ -77,3 +79,23 @@ def test_closed_pool_accepts_nothing():
     pool.close()
     pool.give(make(4096))
     assert pool.nbytes == 0
+
+
+GiB = 1 << 30
+
+
+@pytest.mark.parametrize(
+    ("shm_size", "cap"),
+    [(64 << 20, 16 << 20), (4 * GiB, GiB), (8 * GiB, 2 * GiB), (100 * GiB, 2 * GiB)],
+    ids=["64MiB", "4GiB", "8GiB", "100GiB"],
+)
+def test_executor_pool_cap_is_a_quarter_of_dev_shm_and_at_most_2_gib(monkeypatch, shm_size, cap):
+    """An executor's pool holds at most a quarter of /dev/shm, and never more than 2 GiB."""
+    real = shutil.disk_usage
+
+    def disk_usage(path):
+        usage = real(path)
+        return usage._replace(total=shm_size) if str(path) == "/dev/shm" else usage
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    assert _state._pool_cap_nbytes() == cap

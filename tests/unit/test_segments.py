@@ -41,6 +41,21 @@ def test_segment_created_with_mode_0600():
     del buffer
 
 
+def test_segment_created_exclusively(monkeypatch):
+    """A name that already exists is never opened and taken over: creation fails, the file is untouched."""
+    taken = f"zc_{os.getpid()}_0123456789ab"
+    with open(shm_path(taken), "wb") as f:
+        f.write(b"someone else's")
+    try:
+        monkeypatch.setattr(_segments, "new_name", lambda: taken)
+        with pytest.raises(SegmentError, match="File exists"):
+            _segments.create(4096)
+        with open(shm_path(taken), "rb") as f:
+            assert f.read() == b"someone else's"
+    finally:
+        os.unlink(shm_path(taken))
+
+
 def test_segment_unlinked_when_last_view_dies():
     """The owner unlinks the segment once no view of it is left."""
     a = zc.empty(1000)

@@ -1,0 +1,35 @@
+"""Subprocesses that import this checkout, not an installed copy of the package.
+
+CI installs the package into a venv (not in editable mode), so a child Python started
+outside the checkout would import that copy. checkout_env() puts the checkout first on
+PYTHONPATH; with a probe file, every process of the child's tree that exits normally
+(the script, spawn workers) writes down where ``zerocopy_executor`` came from, and
+assert_imported_checkout() checks it was this checkout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "zerocopy_executor"
+PROBE_DIR = Path(__file__).resolve().with_name("_import_probe")
+
+
+def checkout_env(probe: Path | None = None) -> dict[str, str]:
+    """os.environ with the checkout first on PYTHONPATH (and the import probe, if given a file)."""
+    env = dict(os.environ)
+    paths = [str(ROOT)] if probe is None else [str(PROBE_DIR), str(ROOT)]
+    env["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [env.get("PYTHONPATH")])])
+    if probe is not None:
+        env["ZC_IMPORT_PROBE"] = str(probe)
+    return env
+
+
+def assert_imported_checkout(probe: Path) -> None:
+    """Every process that recorded an import of zerocopy_executor got this checkout's."""
+    records = probe.read_text().splitlines() if probe.exists() else []
+    assert records, "no process of the run recorded importing zerocopy_executor"
+    outside = [line for line in records if not Path(line.split(" ", 1)[1]).is_relative_to(PACKAGE)]
+    assert not outside, f"imported from outside the checkout {ROOT}: {outside}"
