@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import operator
+import threading
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -12,6 +14,7 @@ from numpy.typing import DTypeLike, NDArray
 from . import _arrayref, _namespace, _segments
 
 __all__ = [
+    "TASK_MEMORY",
     "empty",
     "empty_like",
     "is_shared",
@@ -20,6 +23,20 @@ __all__ = [
     "zeros",
     "zeros_like",
 ]
+
+
+class _TaskMemory(threading.local):
+    """Warm memory a worker's running task may place new shared arrays in (see _worker).
+
+    While a task runs, ``take`` is its session's offer of the segment the parent lent
+    for the result: an array made there with :func:`empty` comes back by reference,
+    with no copy and no fresh pages. Outside a task (and in other threads) it is None.
+    """
+
+    take: Callable[[int], NDArray[Any] | None] | None = None
+
+
+TASK_MEMORY = _TaskMemory()
 
 
 def process_allocator(nbytes: int) -> tuple[_segments.SegmentBuffer, None]:
@@ -43,7 +60,9 @@ def empty(
 
     The result is a plain ``numpy.ndarray``. Passed to a SharedArrayExecutor (in either
     direction) it travels by reference: the receiver sees the same memory. The segment
-    is freed when the last view of it, in any process, is garbage-collected.
+    is freed when the last view of it, in any process, is garbage-collected. In a
+    worker's task, an array the size of the task's last results is placed in a warm
+    segment the parent lent for the result (no fresh pages to fault in).
 
     Args:
         shape: the array's shape.
@@ -58,6 +77,12 @@ def empty(
         ValueError: a dimension is negative, or order is not "C" or "F".
         SegmentError: shared memory is full.
     """
+    return _allocate(shape, dtype, order, zeroed=False)
+
+
+def _allocate(
+    shape: int | tuple[int, ...] | list[int], dtype: DTypeLike, order: Literal["C", "F"], *, zeroed: bool
+) -> NDArray[Any]:
     dims = _normalize_shape(shape)
     descr = np.dtype(dtype)
     if descr.hasobject:
@@ -70,8 +95,15 @@ def empty(
         msg = f"negative dimensions are not allowed, got shape {dims!r}"
         raise ValueError(msg)
     nbytes = math.prod(dims) * descr.itemsize
+    take = TASK_MEMORY.take
+    warm = None if take is None or nbytes == 0 else take(nbytes)
+    if warm is not None:  # recycled memory holds old data
+        array: NDArray[Any] = np.ndarray(dims, descr, buffer=warm, order=order)
+        if zeroed:
+            array.fill(0)
+        return array
     buffer, _ = process_allocator(max(nbytes, 1))  # mmap cannot map zero bytes
-    return np.ndarray(dims, descr, buffer=buffer, order=order)
+    return np.ndarray(dims, descr, buffer=buffer, order=order)  # a new segment is all zeros
 
 
 def zeros(
@@ -80,9 +112,9 @@ def zeros(
     """Return a new zero-filled array in shared memory, like ``numpy.zeros``.
 
     Same arguments as :func:`empty`. A new segment is zero-filled by the kernel, so
-    this costs no more than ``empty``.
+    this costs no more than ``empty``; warm memory a worker's task reuses is filled.
     """
-    return empty(shape, dtype, order)
+    return _allocate(shape, dtype, order, zeroed=True)
 
 
 def empty_like(a: NDArray[Any], dtype: DTypeLike | None = None) -> NDArray[Any]:

@@ -62,7 +62,7 @@ class TaskDecodeSession(DecodeSession):
     call we can tell whether the function kept any of them.
     """
 
-    __slots__ = ("_roots", "_spare", "buffers")
+    __slots__ = ("_lent", "_roots", "_spare", "buffers", "taken_nbytes")
 
     def __init__(self) -> None:
         super().__init__()
@@ -71,6 +71,8 @@ class TaskDecodeSession(DecodeSession):
         self.buffers: dict[str, _segments.SegmentBuffer] = {}
         # Lent segments the result may overwrite once nothing views them (see spare).
         self._spare: dict[str, _segments.SegmentBuffer] = {}
+        self._lent: _segments.SegmentBuffer | None = None  # lent for the result, not yet taken
+        self.taken_nbytes = 0  # the array the function placed in it (see take_lent)
 
     def base_for(self, buffer: _segments.SegmentBuffer, ref: _arrayref.ArrayRef) -> Any:
         """Return a per-task root for lent segments, the mapping otherwise."""
@@ -83,6 +85,21 @@ class TaskDecodeSession(DecodeSession):
         """Record the segment the parent lent for this task's result."""
         self.buffers[buffer.name] = buffer
         self._spare[buffer.name] = buffer
+        self._lent = buffer
+
+    def take_lent(self, nbytes: int) -> NDArray[Any] | None:
+        """Offer the lent segment to a new shared array of nbytes the function makes, once.
+
+        Returns this task's root over it (so kept() sees the array if the function keeps
+        it), or None if nothing was lent, it is taken, or it does not fit (see _pool.fits).
+        """
+        buffer = self._lent
+        if buffer is None or not _pool.fits(len(buffer), nbytes):
+            return None
+        self._lent = None
+        del self._spare[buffer.name]  # the array is there now: no result goes over it
+        self.taken_nbytes = nbytes
+        return self.root(buffer)
 
     def spare(self) -> list[tuple[_segments.SegmentBuffer, NDArray[Any]]]:
         """Segments the result may be written into: lent for it, or copied arguments nothing views.

@@ -85,8 +85,8 @@ class SharedFuture(CancelSafeFuture):
             return
         value, failure, recycle, kept = None, None, False, []
         try:
-            data, tally, kept, copied_nbytes = result
-            value = _replies.decode_reply(envelope.state, data, tally, copied_nbytes)
+            data, tally, kept, lend_hint = result
+            value = _replies.decode_reply(envelope.state, data, tally, lend_hint)
             recycle = True
         except BaseException as decode_error:  # fail this future, never the pool (fact 6)
             failure = decode_error

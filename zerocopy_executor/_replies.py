@@ -30,6 +30,7 @@ class ReplyReceiver(Protocol):
     """What decoding a reply needs from the executor's sharing state."""
 
     lend_nbytes: int
+    lend_during_call: bool
     stats: StatsCounter
     pool: _pool.SegmentPool
 
@@ -47,19 +48,22 @@ def register(receiver: ReplyReceiver) -> int:
     return token
 
 
-def decode_reply(receiver: ReplyReceiver, data: Any, tally: dict[str, int] | None, copied_nbytes: int) -> Any:
+def decode_reply(receiver: ReplyReceiver, data: Any, tally: dict[str, int] | None, lend_hint: int) -> Any:
     """Decode a task's result: map its segments and take ownership of those handed over.
 
     Args:
         receiver: the executor's sharing state.
         data: the encoded result, or, if tally is None, the result itself.
         tally: the paths the result's arrays took (None: a plain result).
-        copied_nbytes: the largest array the worker copied (lent next time).
+        lend_hint: the size of the segment to lend for the next results; negative if
+            the function made its result in shared memory during the call (see
+            _worker._encode_result).
 
     Raises:
         SegmentError: a segment is gone or a descriptor is out of bounds.
     """
-    receiver.lend_nbytes = copied_nbytes
+    receiver.lend_nbytes = abs(lend_hint)
+    receiver.lend_during_call = lend_hint < 0
     if tally is None:
         return data
     if tally:
@@ -79,21 +83,21 @@ class DecodeFailure:
 class ChunkReply:
     """A plain map() chunk's results with arrays in them, decoded as they are unpickled."""
 
-    __slots__ = ("copied_nbytes", "data", "tally", "token")
+    __slots__ = ("data", "lend_hint", "tally", "token")
 
-    def __init__(self, token: int, data: Payload, tally: dict[str, int], copied_nbytes: int) -> None:
+    def __init__(self, token: int, data: Payload, tally: dict[str, int], lend_hint: int) -> None:
         self.token = token
         self.data = data
         self.tally = tally
-        self.copied_nbytes = copied_nbytes
+        self.lend_hint = lend_hint
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_receive_chunk, (self.token, self.data, self.tally, self.copied_nbytes))
+        return (_receive_chunk, (self.token, self.data, self.tally, self.lend_hint))
 
 
-def _receive_chunk(token: int, data: Payload, tally: dict[str, int], copied_nbytes: int) -> Any:
+def _receive_chunk(token: int, data: Payload, tally: dict[str, int], lend_hint: int) -> Any:
     try:
         receiver = _RECEIVERS[token]  # alive: its executor's close() waits for this task
-        return decode_reply(receiver, data, tally, copied_nbytes)
+        return decode_reply(receiver, data, tally, lend_hint)
     except BaseException as error:  # fail this chunk, never the pool (fact 6)
         return DecodeFailure(error)

@@ -64,6 +64,7 @@ class EncodeSession:
         "copied_nbytes",
         "copies",
         "handover",
+        "made_nbytes",
         "out_of_band",
         "pinned",
         "policy",
@@ -89,8 +90,10 @@ class EncodeSession:
         # linked, until the receiver is done.
         self.pinned: list[Any] = []
         self.buffers: list[_segments.SegmentBuffer] = []  # the mappings behind pinned
-        # Largest array copied: a segment that size is worth lending next time.
+        # Largest array copied, and largest result array the function itself made in
+        # shared memory: a segment that size is worth lending next time.
         self.copied_nbytes = 0
+        self.made_nbytes = 0
         # Sizes of the recycled segments arrays were copied into (see ArrayRef.scratch).
         self.scratch_sizes: list[int] = []
         # Contiguous arrays copied so far, as (first byte, end, descriptor of the copy):
@@ -155,8 +158,9 @@ class EncodeSession:
         if found is not None:
             buffer, offset = found
             handover = self.handover and _segments.is_owned(buffer)
-            if handover:
+            if handover:  # a result the function made in shared memory: worth lending for
                 _segments.disown(buffer)
+                self.made_nbytes = max(self.made_nbytes, array.nbytes)
             lease = _pool.current_lease(buffer)
             self.pinned.append(buffer if lease is None else lease)
             self.buffers.append(buffer)

@@ -37,8 +37,10 @@ class SharingState:
         self.in_flight: set[TaskEnvelope | TaskTicket] = set()
         self.closed = False
         self.pool = _pool.SegmentPool(_pool_cap_nbytes())
-        # Size of the largest array the last result copied: lend a segment that size.
+        # Size of the largest array of the last result made in shared memory: lend a
+        # segment that size; whatever the copied arguments, if the function made it.
         self.lend_nbytes = 0
+        self.lend_during_call = False
         self.token = _replies.register(self)  # how map() chunks' replies find us
         _OPEN_STATES.add(self)
 
@@ -140,7 +142,7 @@ class TaskEnvelope:
             # A worker writes its result into a copied argument's segment once the call
             # is done with it: lend another only if none would fit a result like the last.
             fitting = any(_pool.fits(size, state.lend_nbytes) for size in session.scratch_sizes)
-            lend = None if fitting else state.lend()
+            lend = None if fitting and not state.lend_during_call else state.lend()
             # The worker attaches by name: keep our mappings (and so the names) until
             # the task is over; the caller's arrays themselves are no longer needed.
             if lend is not None:

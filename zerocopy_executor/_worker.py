@@ -153,7 +153,7 @@ def run_task(task: tuple[_codec.Payload, str | None]) -> Reply:
     Returns the encoded result and the path counts of its arrays, or a plain result
     (scalars, strings, short containers of them) as it is and None; then the names of
     recycled segments the function kept views of (the parent must not reuse those),
-    and the size of the largest result array that had to be copied.
+    and the lend hint (see _encode_result).
     """
     payload, lend_name = task
     if payload == WITHDRAWN:
@@ -162,27 +162,40 @@ def run_task(task: tuple[_codec.Payload, str | None]) -> Reply:
     decoding = _codec.TaskDecodeSession()
     (function, cacheable), args, kwargs = _codec.decode(payload, decoding)
     fn = _callable(function, cacheable, decoding)
-    if lend_name is not None:
-        decoding.lent_for_result(_segments.attach(lend_name))
+    if lend_name is not None:  # warm, and written whole: its page tables are filled in one call
+        decoding.lent_for_result(_segments.attach(lend_name, populate=True))
     if decoding.buffers:
         _CACHE.keep(list(decoding.buffers.values()))
-    result = fn(*args, **kwargs)
+    _arrays.TASK_MEMORY.take = decoding.take_lent  # zerocopy_executor.empty() in fn
+    try:
+        result = fn(*args, **kwargs)
+    finally:
+        _arrays.TASK_MEMORY.take = None
     del fn, args, kwargs
     if _codec.is_plain(result):  # nothing to share: the pool pickles it as it is
-        return result, None, decoding.kept(), 0
+        return result, None, decoding.kept(), -decoding.taken_nbytes
     # Results go into the lent segment, or into copied arguments the call is done with:
     # their pages are warm, and no third copy of the data exists (W2: two, not three).
-    data, tally, copied_nbytes = _encode_result(result, decoding.spare())
+    data, tally, lend_hint = _encode_result(result, decoding.spare(), decoding.taken_nbytes)
     del result
-    return data, tally, decoding.kept(), copied_nbytes
+    return data, tally, decoding.kept(), lend_hint
 
 
 def _encode_result(
-    result: Any, spare: list[tuple[_segments.SegmentBuffer, Any]] | None = None
+    result: Any, spare: list[tuple[_segments.SegmentBuffer, Any]] | None = None, taken_nbytes: int = 0
 ) -> tuple[_codec.Payload, dict[str, int], int]:
-    """Encode a result, its large arrays handed to the parent; return it, its tally, the largest copy."""
+    """Encode a result, its large arrays handed to the parent; return it, its tally, a lend hint.
+
+    The hint asks the parent to lend a segment of that many bytes for the next result:
+    positive if it was copied after the call (so a copied argument's segment, free by
+    then, does as well), negative if the function made it in shared memory during the
+    call (zerocopy_executor.empty in the worker), when only a lent segment is free.
+    """
     encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True, spare=spare)
-    return _codec.encode_result(result, encoding), encoding.tally, encoding.copied_nbytes
+    data = _codec.encode_result(result, encoding)
+    made = max(encoding.made_nbytes, taken_nbytes)
+    hint = -made if made >= encoding.copied_nbytes and made else encoding.copied_nbytes
+    return data, encoding.tally, hint
 
 
 def run_chunk(fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> list[Any]:

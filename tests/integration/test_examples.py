@@ -1,8 +1,8 @@
 """The scripts in examples/ run clean: each checks its own results, under every start method.
 
 Each example runs as a subprocess with ``--quick``. It exits non-zero if its results are
-wrong; here we also require a quiet stderr, and that none of its processes (workers, the
-ledger's server, the forkserver) and none of their segments outlive it.
+wrong; here we also require a quiet stderr, and that none of its processes (workers,
+the forkserver) and none of their segments outlive it.
 
 Segments are attributed by the creator's pid in their name (``zc_<pid>_...``), collected
 while the example runs, on top of the autouse leak guard. The scripts import this

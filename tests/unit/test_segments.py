@@ -43,13 +43,13 @@ def test_segment_created_with_mode_0600():
 
 def test_segment_created_exclusively(monkeypatch):
     """A name that already exists is never opened and taken over: creation fails, the file is untouched."""
-    taken = f"zc_{os.getpid()}_0123456789ab"
+    taken = f"zc_{os.getpid()}_{TAG}0123456789"
     with open(shm_path(taken), "wb") as f:
         f.write(b"someone else's")
     try:
-        monkeypatch.setattr(_segments, "new_name", lambda: taken)
+        monkeypatch.setattr(_namespace, "new_name", lambda tag: taken)
         with pytest.raises(SegmentError, match="File exists"):
-            _segments.create(4096)
+            _segments.create(4096, tag=TAG)
         with open(shm_path(taken), "rb") as f:
             assert f.read() == b"someone else's"
     finally:
