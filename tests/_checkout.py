@@ -10,6 +10,8 @@ assert_imported_checkout() checks it was this checkout.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,3 +35,18 @@ def assert_imported_checkout(probe: Path) -> None:
     assert records, "no process of the run recorded importing zerocopy_executor"
     outside = [line for line in records if not Path(line.split(" ", 1)[1]).is_relative_to(PACKAGE)]
     assert not outside, f"imported from outside the checkout {ROOT}: {outside}"
+
+
+def run_checkout_script(
+    script: Path, *args: str, prefix: tuple[str, ...] = (), timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a Python script that imports this checkout (prefix: a command to run it under)."""
+    return subprocess.run(
+        [*prefix, sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=ROOT,
+        env=checkout_env(),
+    )

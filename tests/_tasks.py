@@ -385,3 +385,59 @@ def start_sleeper(seconds: float) -> int:
     child = subprocess.Popen(["sleep", str(seconds)])  # noqa: S607 - sleep(1) from PATH
     _CHILDREN.append(child)  # kept, so it is never collected (or warned about) here
     return child.pid
+
+
+# --- results made in the worker (tests/integration/test_result_memory.py) -------------
+
+_KEPT: list[Any] = []
+
+
+def doubled(a: np.ndarray) -> np.ndarray:
+    """W2 as users write it: NumPy allocates the result."""
+    return a * 2
+
+
+def doubled_into_shared(a: np.ndarray) -> np.ndarray:
+    """The README's pattern: the result allocated in shared memory by the function."""
+    out = zc.empty_like(a)
+    np.multiply(a, 2, out=out)
+    return out
+
+
+def zeros_plus(a: np.ndarray, value: float) -> np.ndarray:
+    """A result from zerocopy_executor.zeros: all zeros but what the function adds."""
+    out = zc.zeros(a.shape, a.dtype)
+    out[::2] += value
+    return out
+
+
+def doubled_and_kept(a: np.ndarray) -> np.ndarray:
+    """Return a * 2 and keep it in this worker (a cache): its memory must never be reused."""
+    out = a * 2
+    _KEPT.append(out)
+    return out
+
+
+def doubled_into_shared_and_kept(a: np.ndarray) -> np.ndarray:
+    """The README's pattern, keeping the result in this worker."""
+    out = doubled_into_shared(a)
+    _KEPT.append(out)
+    return out
+
+
+def kept_totals(_: Any = None) -> list[float]:
+    """Sums of what doubled_and_kept kept: unchanged unless something reused its memory."""
+    return [float(k.sum()) for k in _KEPT]
+
+
+def total_of_doubled(a: np.ndarray) -> float:
+    """A large temporary, then a number: nothing of the temporary comes back."""
+    return float((a * 2).sum())
+
+
+def grown(a: np.ndarray) -> np.ndarray:
+    """An array made then grown in place (NumPy reallocates its data)."""
+    out = a * 2
+    out.resize(out.size + 1000, refcheck=False)
+    out[-1000:] = -1.0
+    return out

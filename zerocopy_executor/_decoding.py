@@ -87,6 +87,14 @@ class TaskDecodeSession(DecodeSession):
         self._spare[buffer.name] = buffer
         self._lent = buffer
 
+    def claim_lent(self, nbytes: int) -> None:
+        """An array of about nbytes was born in the lent segment: no result may be copied over it."""
+        buffer = self._lent
+        if buffer is not None:
+            self._lent = None
+            self._spare.pop(buffer.name, None)
+            self.taken_nbytes = nbytes
+
     def take_lent(self, nbytes: int) -> NDArray[Any] | None:
         """Offer the lent segment to a new shared array of nbytes the function makes, once.
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from . import _arrays, _codec, _namespace, _segments
+from . import _allocator, _arrays, _codec, _namespace, _pool, _segments
 from ._config import SharingPolicy
 from ._errors import SharedArrayError
 from ._replies import ChunkReply
@@ -162,23 +162,57 @@ def run_task(task: tuple[_codec.Payload, str | None]) -> Reply:
     decoding = _codec.TaskDecodeSession()
     (function, cacheable), args, kwargs = _codec.decode(payload, decoding)
     fn = _callable(function, cacheable, decoding)
+    lent = None
     if lend_name is not None:  # warm, and written whole: its page tables are filled in one call
-        decoding.lent_for_result(_segments.attach(lend_name, populate=True))
+        lent = _segments.attach(lend_name, populate=True)
+        decoding.lent_for_result(lent)
     if decoding.buffers:
         _CACHE.keep(list(decoding.buffers.values()))
-    _arrays.TASK_MEMORY.take = decoding.take_lent  # zerocopy_executor.empty() in fn
+    _allocator.release_freed()
+    arena = None if lent is None else _allocator.TaskArena.arm(lent)
+    result = _call(fn, args, kwargs, decoding, arena)
+    del fn, args, kwargs
+    if arena is not None and arena.in_use():  # an array was born there: nothing may overwrite it
+        decoding.claim_lent(len(arena.buffer))
+    if _codec.is_plain(result):  # nothing to share: the pool pickles it as it is
+        data, tally, lend_hint = result, None, -decoding.taken_nbytes
+    else:
+        # Results go into the lent segment, or into copied arguments the call is done
+        # with: their pages are warm, and no third copy of the data exists (W2: two, not three).
+        data, tally, lend_hint = _encode_result(result, decoding.spare(), decoding.taken_nbytes)
+    del result
+    kept = decoding.kept()
+    if arena is not None and arena.close():  # an array the function kept lies in the lent segment
+        kept.append(arena.buffer.name)
+    if _allocator.AVAILABLE:  # results can be born in a lent segment: always lend one
+        lend_hint = -abs(lend_hint)
+    return data, tally, kept, lend_hint
+
+
+def _call(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    decoding: _codec.TaskDecodeSession,
+    arena: _allocator.TaskArena | None,
+) -> Any:
+    """Call fn with the lent segment offered to zerocopy_executor.empty and, if armed, to NumPy."""
+    take = decoding.take_lent if arena is None else partial(_take_from_arena, decoding, arena)
+    _arrays.TASK_MEMORY.take = take
+    previous = None if arena is None else arena.activate()
     try:
-        result = fn(*args, **kwargs)
+        return fn(*args, **kwargs)
     finally:
         _arrays.TASK_MEMORY.take = None
-    del fn, args, kwargs
-    if _codec.is_plain(result):  # nothing to share: the pool pickles it as it is
-        return result, None, decoding.kept(), -decoding.taken_nbytes
-    # Results go into the lent segment, or into copied arguments the call is done with:
-    # their pages are warm, and no third copy of the data exists (W2: two, not three).
-    data, tally, lend_hint = _encode_result(result, decoding.spare(), decoding.taken_nbytes)
-    del result
-    return data, tally, decoding.kept(), lend_hint
+        if arena is not None:
+            arena.restore(previous)
+
+
+def _take_from_arena(decoding: _codec.TaskDecodeSession, arena: _allocator.TaskArena, nbytes: int) -> Any:
+    """zerocopy_executor.empty asks for the lent segment: only if no NumPy array took it."""
+    if not _pool.fits(len(arena.buffer), nbytes) or not arena.give_up():
+        return None
+    return decoding.take_lent(nbytes)
 
 
 def _encode_result(

@@ -169,15 +169,15 @@ def test_library_function_agrees_across_executors(start_method, tmp_path):
         assert name in stdout
 
 
-def test_producer_consumer_matches_the_queue_pipeline(start_method):
+def test_producer_consumer_matches_the_queue_pipeline(start_method, tmp_path):
     """producer_consumer.py: map(buffersize=) and the JoinableQueue pipeline give the serial results."""
-    stdout = run_example("producer_consumer", start_method)
+    stdout = run_example("producer_consumer", start_method, tmp_path)
     assert "arrays_pickled=0" in stdout
 
 
-def test_structured_records_keep_int64_ids(start_method):
+def test_structured_records_keep_int64_ids(start_method, tmp_path):
     """structured_records.py fills a structured shared array exactly; the float table rounds ids."""
-    stdout = run_example("structured_records", start_method)
+    stdout = run_example("structured_records", start_method, tmp_path)
     assert "bytes_copied=0" in stdout
 
 
@@ -185,8 +185,8 @@ def test_structured_records_keep_int64_ids(start_method):
     importlib.util.find_spec("distributed") is None,
     reason="needs dask.distributed: pip install zerocopy_executor[distributed]",
 )
-def test_scale_out_agrees_on_dask(start_method):
+def test_scale_out_agrees_on_dask(start_method, tmp_path):
     """scale_out.py gives identical results on SharedArrayExecutor and dask's executor, quietly."""
-    stdout = run_example("scale_out", start_method)
+    stdout = run_example("scale_out", start_method, tmp_path)
     for name in ("SharedArrayExecutor", "dask.distributed", "ProcessPoolExecutor"):
         assert name in stdout

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 
 import zerocopy_executor as zc
 from tests import _tasks
+from tests._checkout import run_checkout_script
 
 TIMEOUT = 60
 N = 1 << 18  # float64 elements: 2 MiB, above min_nbytes
@@ -157,15 +156,7 @@ def test_memmap_larger_than_dev_shm_works(tmp_path):
     script = tmp_path / "big.py"
     script.write_text(LARGER_THAN_SHM)
     command = 'mount -t tmpfs -o size=16m,mode=1777 tmpfs /dev/shm && exec "$0" "$@"'
-    run = subprocess.run(
-        [unshare, "-m", "sh", "-c", command, sys.executable, str(script), str(tmp_path / "big.bin")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    run = run_checkout_script(script, str(tmp_path / "big.bin"), prefix=(unshare, "-m", "sh", "-c", command))
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "ok"
     assert run.stderr == ""

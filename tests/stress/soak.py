@@ -176,8 +176,8 @@ def check(job: Job, tally: Tally, seen: fs.Seen, *, broken_expected: bool) -> No
         tally.note(f"wrong result for {job.kind}: {job.label}")
 
 
-def pick_context(rng: np.random.Generator) -> tuple[str, dict[str, Any]]:
-    methods = multiprocessing.get_all_start_methods()
+def pick_context(rng: np.random.Generator, only: str | None = None) -> tuple[str, dict[str, Any]]:
+    methods = multiprocessing.get_all_start_methods() if only is None else [only]
     method = methods[int(rng.integers(len(methods)))]
     options: dict[str, Any] = {"min_nbytes": [0, 64 << 10, 1 << 20][int(rng.integers(3))]}
     # Only 1: any larger limit hangs ProcessPoolExecutor itself on 3.11 to 3.13.0 once
@@ -211,16 +211,24 @@ def run_batch(
     return fault
 
 
+@dataclass(frozen=True)
+class Settings:
+    """What the command line chose: the share of batches with a fault, and a start method."""
+
+    fault_rate: float
+    start_method: str | None = None
+
+
 def run_round(
-    rng: np.random.Generator, tally: Tally, seen: fs.Seen, deadline: float, fault_rate: float
+    rng: np.random.Generator, tally: Tally, seen: fs.Seen, deadline: float, settings: Settings
 ) -> None:
     """One executor's life: batches until it breaks (a fault) or the round ends."""
-    method, options = pick_context(rng)
+    method, options = pick_context(rng, settings.start_method)
     ex = zc.SharedArrayExecutor(2, mp_context=multiprocessing.get_context(method), **options)
     tally.executors += 1
     try:
         for _ in range(int(rng.integers(3, 12))):
-            if time.monotonic() > deadline or run_batch(ex, rng, tally, seen, fault_rate):
+            if time.monotonic() > deadline or run_batch(ex, rng, tally, seen, settings.fault_rate):
                 break
     finally:
         ex.shutdown(cancel_futures=True)
@@ -250,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=600.0, help="how long to run (default 600)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: from the clock)")
     parser.add_argument("--fault-rate", type=float, default=0.15, help="share of batches that kill a worker")
+    parser.add_argument(
+        "--start-method",
+        choices=multiprocessing.get_all_start_methods(),
+        help="use only this start method (default: one drawn at random for each executor)",
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else int(time.time())
     rng = np.random.default_rng(seed)
@@ -257,13 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.dump_traceback_later(args.seconds + 300, exit=True)
     if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>` shows where it is
         faulthandler.register(signal.SIGUSR1, all_threads=True)
-    print(f"soak: {args.seconds:.0f} s, seed {seed}, pid {os.getpid()}", flush=True)
+    method = args.start_method or "any start method"
+    print(f"soak: {args.seconds:.0f} s, seed {seed}, {method}, pid {os.getpid()}", flush=True)
     tally = Tally()
     seen = fs.Seen()
     start = time.monotonic()
     deadline = start + args.seconds
     while time.monotonic() < deadline:
-        run_round(rng, tally, seen, deadline, args.fault_rate)
+        run_round(rng, tally, seen, deadline, Settings(args.fault_rate, args.start_method))
     gc.collect()
     check_leaks(tally, seen)
     elapsed = time.monotonic() - start
