@@ -88,6 +88,7 @@ class TaskArena:
         """
         if self.slot is None or _arena is None:
             return False
+        _arena.disarm(self.slot)  # whatever happened to the task, nothing more is served from it
         if _arena.release(self.slot):
             self.slot = None
             return False

@@ -232,8 +232,22 @@ static PyObject *in_use(PyObject *self, PyObject *arg) {
     return PyBool_FromLong(used);
 }
 
+/* A fork inside a task (a nested pool, a subprocess): the child shares the lent
+ * segment's pages, so it must never place its own arrays there. The lock is held
+ * across the fork so that the table is consistent in the child. */
+static void before_fork(void) {
+    pthread_mutex_lock(&lock);
+}
+
+static void after_fork_in_parent(void) {
+    pthread_mutex_unlock(&lock);
+}
+
 static void after_fork_in_child(void) {
-    pthread_mutex_init(&lock, NULL);  /* a lock held at fork stays held in the child */
+    for (int i = 0; i < MAX_ARENAS; i++) {
+        arenas[i].armed = 0;  /* in_use stays: frees of inherited arrays still find them */
+    }
+    pthread_mutex_unlock(&lock);
 }
 
 static PyMethodDef methods[] = {
@@ -282,6 +296,6 @@ PyMODINIT_FUNC PyInit__arena(void) {
     if (handler_capsule == NULL) {
         return NULL;
     }
-    pthread_atfork(NULL, NULL, after_fork_in_child);
+    pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
     return PyModule_Create(&module);
 }

@@ -33,6 +33,9 @@ class ArrayRef(NamedTuple):
     # may write its result into a copied argument's segment once the call is done with
     # it, and the parent recycles a result's segment once the result is dropped.
     scratch: bool = False
+    # For a memory-mapped file (name is its path): the mapped file's (device major,
+    # minor, inode), so that a file replaced at that path is refused (see _files).
+    file_id: tuple[int, int, int] | None = None
 
 
 def byte_extent(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> tuple[int, int]:
@@ -163,13 +166,18 @@ def _rebuild_file_view(ref: ArrayRef, dtype: np.dtype[Any], low: int, high: int)
     if ref.offset + low < 0 or low > high:
         msg = f"descriptor for file {ref.name!r} points before its start; it was corrupted or forged"
         raise SegmentError(msg)
-    region, start = _files.map_region(ref.name, ref.offset + low, ref.offset + high, writeable=ref.writeable)
+    mapping, start = _files.map_region(
+        ref.name, ref.offset + low, ref.offset + high, writeable=ref.writeable, file_id=ref.file_id
+    )
+    view: Any  # a np.memmap, which typing knows no way to make from a buffer
     try:
         view = np.ndarray.__new__(
-            np.memmap, ref.shape, dtype, buffer=region, offset=start - low, strides=ref.strides
+            np.memmap, ref.shape, dtype, buffer=mapping, offset=start - low, strides=ref.strides
         )
     except (TypeError, ValueError) as exc:
         msg = f"cannot rebuild an array of shape {ref.shape} and dtype {dtype} over file {ref.name!r}: {exc}"
         raise SegmentError(msg) from exc
-    view.__array_finalize__(region)  # the file's name, mode and mapping, as a memmap view has
+    # What np.memmap itself records: the mapping, the file, where it starts, the mode.
+    view._mmap, view.filename = mapping, ref.name
+    view.offset, view.mode = ref.offset + low - start, "r+" if ref.writeable else "r"
     return view, None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, Literal
@@ -37,6 +38,14 @@ class _TaskMemory(threading.local):
 
 
 TASK_MEMORY = _TaskMemory()
+
+
+def _forget_task_memory() -> None:
+    # A child forked inside a task shares the lent segment's pages: never its arrays.
+    TASK_MEMORY.take = None
+
+
+os.register_at_fork(after_in_child=_forget_task_memory)
 
 
 def process_allocator(nbytes: int) -> tuple[_segments.SegmentBuffer, None]:

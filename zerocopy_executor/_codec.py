@@ -189,6 +189,7 @@ def encode_result(result: Any, session: EncodeSession) -> Payload:
     buffer = io.BytesIO()
     start = len(session.out_of_band)
     ResultPickler(buffer, session).dump(result)
+    session.hand_over()
     return session.payload(buffer.getvalue(), start)
 
 

@@ -70,7 +70,7 @@ _PLAIN_CHUNK_MAX_NBYTES = 64 << 10
 def _close_in_background(state: SharingState) -> None:
     # A finalizer may run in any thread, even one a pending task needs: never block it.
     # Workers may still be running: close() spares what they own.
-    threading.Thread(target=state.close, kwargs={"workers_gone": False}, name="zerocopy-close").start()
+    threading.Thread(target=state.close, name="zerocopy-close").start()
 
 
 def _close_after_shutdown(
@@ -80,7 +80,7 @@ def _close_after_shutdown(
         # It ends once the pending tasks are done and it has joined every worker: then
         # nothing but the parent owns a segment of ours any more (joined already if wait).
         manager_thread.join()
-    state.close(workers_gone=True)
+    state.close()
     if stale_work_items is not None:
         # After shutdown(cancel_futures=True) ProcessPoolExecutor's manager thread goes on
         # with a new dict of work items, and the executor keeps the old one: every future

@@ -6,10 +6,13 @@ memmaps the same way). So it is never copied, and a file larger than /dev/shm, o
 RAM, still works. A copy-on-write ('c') memmap is private to its process: it keeps
 copy semantics and takes the ordinary paths.
 
-The descriptor is an ArrayRef whose name is the file's absolute path and whose offset
-is the file position of the array's first element (segment names never start with '/').
-The receiver maps the part of the file the view spans, read-only unless the sender's
-view was writable, and raises SegmentError if the file is gone or now too short.
+The descriptor is an ArrayRef whose name is the file's absolute path, whose offset is
+the file position of the array's first element (segment names never start with '/'),
+and whose file_id is the mapped file's device and inode, read from /proc/self/maps
+(Linux; elsewhere None, and unchecked). The receiver opens the path once, refuses a
+different file (replaced behind our back) or one now too short (truncated), and maps
+the part the view spans through that same descriptor: read-only unless the sender's
+view was writable, never growing the file.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from numpy.typing import NDArray
 
 from ._errors import SegmentError
 
-__all__ = ["is_file_name", "locate", "map_region"]
+__all__ = ["FileId", "is_file_name", "locate", "map_region"]
+
+FileId = tuple[int, int, int]  # device major, device minor, inode
 
 
 def is_file_name(name: str) -> bool:
@@ -31,8 +36,8 @@ def is_file_name(name: str) -> bool:
     return name.startswith("/")
 
 
-def locate(array: NDArray[Any]) -> tuple[str, int, bool] | None:
-    """Return (path, file position of array's first element, writable) for a view of a file memmap.
+def locate(array: NDArray[Any]) -> tuple[str, int, bool, FileId | None] | None:
+    """Return (path, file position of array's first element, writable, file id) for a file memmap view.
 
     None if array's memory is not a shared mapping of a file (plain memory, an anonymous
     or copy-on-write memmap).
@@ -48,36 +53,63 @@ def locate(array: NDArray[Any]) -> tuple[str, int, bool] | None:
     mapping_address: int = np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0]
     address: int = array.__array_interface__["data"][0]
     position = mapped_from + (address - mapping_address)
-    return str(holder.filename), position, bool(array.flags.writeable) and holder.mode != "r"
+    writeable = bool(array.flags.writeable) and holder.mode != "r"
+    return str(holder.filename), position, writeable, _mapped_file_id(mapping_address)
 
 
-def map_region(path: str, low: int, high: int, *, writeable: bool) -> tuple[np.memmap[Any, Any], int]:
+def _mapped_file_id(address: int) -> FileId | None:
+    """The (device major, minor, inode) of the file mapped at address, from /proc/self/maps."""
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            for line in maps:
+                fields = line.split()
+                start, end = (int(x, 16) for x in fields[0].split(b"-"))
+                if start <= address < end:
+                    major, minor = (int(x, 16) for x in fields[3].split(b":"))
+                    return major, minor, int(fields[4])
+    except (OSError, ValueError, IndexError):  # not Linux
+        return None
+    return None
+
+
+def map_region(
+    path: str, low: int, high: int, *, writeable: bool, file_id: FileId | None = None
+) -> tuple[mmap.mmap, int]:
     """Map bytes [low, high) of a file; return the mapping and low's offset in it.
 
     Raises:
-        SegmentError: the file is gone, unreadable, or shorter than high.
+        SegmentError: the file is gone, unreadable, another file than the sender's, or
+            shorter than high.
     """
     try:
-        size = os.stat(path).st_size
+        fd = os.open(path, os.O_RDWR if writeable else os.O_RDONLY)
     except OSError as exc:
         msg = (
-            f"memory-mapped file {path!r} is gone ({exc.strerror}); keep the file (and the "
-            "memmap) until the futures that use it finish"
+            f"memory-mapped file {path!r} is gone or unreadable ({exc.strerror}); keep the file "
+            "(and the memmap) until the futures that use it finish"
         )
         raise SegmentError(msg) from exc
-    if size < high:
-        msg = (
-            f"memory-mapped file {path!r} is {size} bytes but the array needs bytes {low} to {high}; "
-            "it was truncated or replaced behind our back"
-        )
-        raise SegmentError(msg)
-    start = low - low % mmap.ALLOCATIONGRANULARITY
     try:
-        if writeable:
-            region = np.memmap(path, dtype=np.uint8, mode="r+", offset=start, shape=(high - start,))
-        else:
-            region = np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=(high - start,))
-    except OSError as exc:
-        msg = f"cannot map file {path!r}: {exc}; check that it is readable (and writable for 'r+')"
-        raise SegmentError(msg) from exc
-    return region, low - start
+        status = os.fstat(fd)
+        found = (os.major(status.st_dev), os.minor(status.st_dev), status.st_ino)
+        if file_id is not None and found != tuple(file_id):
+            msg = (
+                f"memory-mapped file {path!r} was replaced behind our back (another file is at that path now)"
+            )
+            raise SegmentError(msg)
+        if status.st_size < high:
+            msg = (
+                f"memory-mapped file {path!r} is {status.st_size} bytes but the array needs bytes "
+                f"{low} to {high}; it was truncated or replaced behind our back"
+            )
+            raise SegmentError(msg)
+        start = low - low % mmap.ALLOCATIONGRANULARITY
+        access = mmap.ACCESS_WRITE if writeable else mmap.ACCESS_READ
+        try:
+            mapping = mmap.mmap(fd, high - start, access=access, offset=start)
+        except (OSError, ValueError) as exc:
+            msg = f"cannot map file {path!r}: {exc}; check that it is readable (and writable for 'r+')"
+            raise SegmentError(msg) from exc
+    finally:
+        os.close(fd)
+    return mapping, low - start

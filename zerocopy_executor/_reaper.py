@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["drain", "on_death", "pending"]
+__all__ = ["drain", "exclusive", "on_death", "pending"]
 
 _DEAD: queue.SimpleQueue[weakref.ref[Any] | None] = queue.SimpleQueue()  # None: stop
 # id(ref) -> (ref, action, args): keeps each weak reference (and so its callback) alive.
@@ -43,6 +43,11 @@ def on_death(obj: object, action: Callable[..., object], *args: Any) -> None:
 def pending() -> list[tuple[Callable[..., object], tuple[Any, ...]]]:
     """Actions registered for objects that are still alive (used at exit)."""
     return [(action, args) for ref, action, args in list(_ACTIONS.values()) if ref() is not None]
+
+
+def exclusive() -> threading.RLock:
+    """A lock held while clean-ups run: hold it so that none runs meanwhile (re-entrant)."""
+    return _BUSY
 
 
 def drain() -> None:

@@ -33,7 +33,7 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from multiprocessing import resource_tracker
 from typing import Any
 
@@ -180,18 +180,14 @@ def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = 
     """
     name = _namespace.new_name(tag)
     path = "/" + name
-    # Registered first: a process killed between the two steps must not leave a name
-    # that exists unregistered, which a sweep would then unregister (the tracker's
-    # KeyError). The other way round, the tracker only finds nothing to unlink.
-    resource_tracker.register(path, _RTYPE)
     try:
         fd = _posixshmem.shm_open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
     except OSError as exc:
-        resource_tracker.unregister(path, _RTYPE)
         raise SegmentError(_failure(f"cannot create a segment of {nbytes} bytes", exc)) from exc
-    except BaseException:
-        resource_tracker.unregister(path, _RTYPE)
-        raise
+    # After the name exists: a registration with no segment behind it would make the
+    # tracker warn at exit. A process killed between the two steps leaves a segment
+    # unregistered, which release_tagged() copes with.
+    resource_tracker.register(path, _RTYPE)
     try:
         os.ftruncate(fd, nbytes)
         _reserve(fd, nbytes)
@@ -323,10 +319,32 @@ def unlink(name: str, *, unregister_if_gone: bool = False) -> bool:
     return True
 
 
-def release_tagged(tag: str, keep: Collection[str] = (), *, spare_running_creators: bool = True) -> int:
-    """Unlink the segments that carry an executor's tag (see _namespace); return how many."""
-    names = _namespace.tagged_names(tag, keep, spare_running_creators=spare_running_creators)
-    return sum(unlink(name) for name in names)
+def release_tagged(tag: str, *, orphaned: bool = False) -> int:
+    """Unlink the segments that carry an executor's tag (see _namespace); return how many.
+
+    Args:
+        tag: the executor's tag.
+        orphaned: the executor's parent is dead (a worker's last act): everything with
+            the tag goes, whoever made it, and other workers may be sweeping at once.
+            Otherwise (the parent, at shutdown or exit) the segments this process still
+            holds and those of creators still running are spared, and this process is
+            the only one to unlink the others: it then also copes with a segment whose
+            creator was killed before registering it with the resource tracker, by
+            registering it first (the tracker keeps a set, so once is once).
+    """
+    if orphaned:
+        return sum(unlink(name) for name in _namespace.tagged_names(tag, spare_running_creators=False))
+    released = 0
+    with _reaper.exclusive():  # no mapping of ours is unlinked meanwhile
+        _reaper.drain()
+        for name in _namespace.tagged_names(tag, owned_live_names()):
+            path = "/" + name
+            resource_tracker.register(path, _RTYPE)
+            if unlink(name):  # it unregisters
+                released += 1
+            else:
+                resource_tracker.unregister(path, _RTYPE)
+    return released
 
 
 def find(low: int, high: int) -> tuple[SegmentBuffer, int] | None:

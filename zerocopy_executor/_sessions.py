@@ -63,6 +63,7 @@ class EncodeSession:
         "buffers",
         "copied_nbytes",
         "copies",
+        "handed_over",
         "handover",
         "made_nbytes",
         "out_of_band",
@@ -96,11 +97,19 @@ class EncodeSession:
         self.made_nbytes = 0
         # Sizes of the recycled segments arrays were copied into (see ArrayRef.scratch).
         self.scratch_sizes: list[int] = []
-        # Contiguous arrays copied so far, as (first byte, end, descriptor of the copy):
-        # another view of the same memory in this payload refers to that copy.
-        self.copies: list[tuple[int, int, _arrayref.ArrayRef]] = []
+        # Immutable buffers copied so far, as (first byte, end, descriptor of the copy,
+        # the buffer's array): another immutable buffer within the same memory in this
+        # payload refers to that copy (slices of one Arrow buffer cross once). The array
+        # is kept alive with the session: a dead one's addresses could be reused by
+        # another within the same session (a temporary made by a __reduce__). Immutable
+        # buffers only: ndarrays, which a worker may write to, arrive as separate copies,
+        # as with pickling.
+        self.copies: list[tuple[int, int, _arrayref.ArrayRef, NDArray[Any]]] = []
         # Descriptors of the buffers sent out of band, in the order pickle meets them.
         self.out_of_band: list[tuple[Any, ...]] = []
+        # Segments of ours the receiver will own: disowned by hand_over() once the whole
+        # payload is made (if it fails half-way, they stay ours, and are unlinked).
+        self.handed_over: list[_segments.SegmentBuffer] = []
 
     def reduce_array(self, array: NDArray[Any]) -> tuple[Any, ...] | None:
         """Return a reduction that ships array through shared memory, or None to pickle it."""
@@ -117,11 +126,20 @@ class EncodeSession:
             return True
         if isinstance(view.obj, np.ndarray):  # an array's own: placed already by reduce_array
             return True
-        ref = self.place(np.frombuffer(view, dtype=np.uint8))
+        # Arrow's buffers are immutable whatever the memoryview says: slices of one may
+        # share one copy (nothing can write through one and be seen through another).
+        immutable = view.readonly or type(view.obj).__module__.startswith("pyarrow")
+        ref = self.place(np.frombuffer(view, dtype=np.uint8), immutable=immutable)
         if ref is None:
             return True
         self.out_of_band.append(_arrayref.pack(ref))
         return False
+
+    def hand_over(self) -> None:
+        """The payload is made: the receiver, not this process, now unlinks its segments."""
+        for buffer in self.handed_over:
+            _segments.disown(buffer)
+        self.handed_over.clear()
 
     def payload(self, data: bytes, start: int) -> Payload:
         """Return a dump's payload: data, with the out-of-band descriptors it added after start."""
@@ -131,35 +149,36 @@ class EncodeSession:
         del self.out_of_band[start:]
         return (data, refs)
 
-    def place(self, array: NDArray[Any]) -> _arrayref.ArrayRef | None:
+    def place(self, array: NDArray[Any], *, immutable: bool = False) -> _arrayref.ArrayRef | None:
         """Decide array's path: a descriptor of shared memory (by reference, or copied once), or None.
 
-        None means pickle it (small, holds objects, or /dev/shm is full).
+        None means pickle it (small, holds objects, or /dev/shm is full). An immutable
+        out-of-band buffer within one copied earlier in this payload refers to that copy.
         """
         nbytes = array.nbytes
         if array.dtype.hasobject or nbytes == 0:
             self._count("pickled", nbytes)
             return None
-        ref = self._shared_already(array)
+        ref = self._shared_already(array, immutable)
         if ref is not None:
             self._count("by_reference", nbytes)
             return ref
         if nbytes >= self.policy.min_nbytes:
             try:
-                return self._copy_into_segment(array)
+                return self._copy_into_segment(array, immutable)
             except SegmentError as exc:
                 warnings.warn(f"{exc}; pickling this array instead", SharedMemoryFullWarning, stacklevel=3)
         self._count("pickled", nbytes)
         return None
 
-    def _shared_already(self, array: NDArray[Any]) -> _arrayref.ArrayRef | None:
+    def _shared_already(self, array: NDArray[Any], immutable: bool) -> _arrayref.ArrayRef | None:
         """Array's descriptor if its memory is shared: a segment, a file, or a copy in this payload."""
         found = _arrayref.locate(array)
         if found is not None:
             buffer, offset = found
-            handover = self.handover and _segments.is_owned(buffer)
+            handover = self.handover and (buffer in self.handed_over or _segments.is_owned(buffer))
             if handover:  # a result the function made in shared memory: worth lending for
-                _segments.disown(buffer)
+                self.handed_over.append(buffer)
                 self.made_nbytes = max(self.made_nbytes, array.nbytes)
             lease = _pool.current_lease(buffer)
             self.pinned.append(buffer if lease is None else lease)
@@ -167,12 +186,14 @@ class EncodeSession:
             return _arrayref.describe(array, buffer, offset, handover=handover, lent=lease is not None)
         in_file = _files.locate(array)
         if in_file is not None:
-            path, position, writeable = in_file
+            path, position, writeable, file_id = in_file
             shape, strides, dtype = array.shape, array.strides, array.dtype
-            return _arrayref.ArrayRef(path, position, shape, strides, dtype, writeable, False, False)
-        if self.copies:
+            return _arrayref.ArrayRef(
+                path, position, shape, strides, dtype, writeable, False, False, False, file_id
+            )
+        if self.copies and immutable:
             low, high = _arrayref.address_extent(array)
-            for first, end, copy in self.copies:
+            for first, end, copy, _ in self.copies:
                 if first <= low and high <= end:  # a view of what this payload copied already
                     return copy._replace(
                         offset=array.__array_interface__["data"][0] - first,
@@ -183,7 +204,7 @@ class EncodeSession:
                     )
         return None
 
-    def _copy_into_segment(self, array: NDArray[Any]) -> _arrayref.ArrayRef:
+    def _copy_into_segment(self, array: NDArray[Any], immutable: bool) -> _arrayref.ArrayRef:
         base: Any  # the mapping, or a lease or per-task root over it
         spare = self._take_spare(array.nbytes)
         if spare is not None:
@@ -200,7 +221,7 @@ class EncodeSession:
         copy: NDArray[Any] = np.ndarray(array.shape, array.dtype, buffer=base, order=order)
         np.copyto(copy, array, casting="no")
         if handover:
-            _segments.disown(buffer)
+            self.handed_over.append(buffer)
         self.pinned.append(base)
         self.buffers.append(buffer)
         self.copied_nbytes = max(self.copied_nbytes, array.nbytes)
@@ -209,8 +230,8 @@ class EncodeSession:
         ref = _arrayref.ArrayRef(
             buffer.name, 0, copy.shape, copy.strides, copy.dtype, writeable, handover, lent, scratch
         )
-        if array.flags.c_contiguous or array.flags.f_contiguous:  # the copy is the same bytes
-            self.copies.append((*_arrayref.address_extent(array), ref))
+        if immutable:  # a 1-D byte view: its copy is the same bytes
+            self.copies.append((*_arrayref.address_extent(array), ref, array))
         return ref
 
     def _take_spare(self, nbytes: int) -> tuple[_segments.SegmentBuffer, NDArray[Any]] | None:

@@ -85,13 +85,11 @@ class SharingState:
             with self.lock:
                 self.idle.notify_all()
 
-    def close(self, *, workers_gone: bool = True) -> None:
+    def close(self) -> None:
         """Release every segment of ours, except results the user still holds.
 
-        Args:
-            workers_gone: the pool's workers have exited. A sweep then also releases
-                what a crashed worker left; before that, segments whose creator still
-                runs are spared (it owns them and will unlink them itself).
+        What a crashed worker left is released too; a worker still running keeps what
+        it owns (it unlinks its own when it exits).
         """
         with self.lock:
             while self.in_flight:  # the last settle notifies under the lock
@@ -99,12 +97,9 @@ class SharingState:
             self.closed = True
         _OPEN_STATES.discard(self)
         self.pool.close()
-        # Unlink what is already dead first: an owner's release and the sweep must not
-        # both unregister a segment (only the one whose unlink succeeds does).
-        _segments.drain_releases()
-        # Results outlive the executor (DESIGN.md): the parent's live segments are kept.
-        keep = set(_segments.owned_live_names())
-        _segments.release_tagged(self.tag, keep, spare_running_creators=not workers_gone)
+        # Results outlive the executor (DESIGN.md): the segments this process holds are
+        # spared, and so are those of workers still running (they own them).
+        _segments.release_tagged(self.tag)
 
 
 class TaskEnvelope:
@@ -202,11 +197,9 @@ _OPEN_STATES: weakref.WeakSet[SharingState] = weakref.WeakSet()
 
 
 def _release_at_exit() -> None:
-    _segments.drain_releases()
-    keep = set(_segments.owned_live_names())  # _segments unlinks those after us
     for state in list(_OPEN_STATES):
         state.pool.close()
-        _segments.release_tagged(state.tag, keep)
+        _segments.release_tagged(state.tag)  # what this process holds, _segments unlinks after us
 
 
 atexit.register(_release_at_exit)

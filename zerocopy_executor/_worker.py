@@ -118,7 +118,7 @@ def initialize(setup: WorkerSetup) -> None:
     global _POLICY  # noqa: PLW0603 - one policy per worker process
     _namespace.set_process_tag(setup.tag)
     # Orphaned: release everything of this executor's, ours and the dead parent's.
-    release_all = partial(_segments.release_tagged, setup.tag, spare_running_creators=False)
+    release_all = partial(_segments.release_tagged, setup.tag, orphaned=True)
     exit_with_parent(setup.parent_pid, release_all)
     _POLICY = setup.policy
     if setup.initializer is not None:
@@ -170,6 +170,27 @@ def run_task(task: tuple[_codec.Payload, str | None]) -> Reply:
         _CACHE.keep(list(decoding.buffers.values()))
     _allocator.release_freed()
     arena = None if lent is None else _allocator.TaskArena.arm(lent)
+    try:
+        data, tally, kept, lend_hint = _run(fn, args, kwargs, decoding, arena)
+    finally:
+        # Also when the task raised: an array born in the lent segment (kept by the
+        # function, or by the traceback) must keep its mapping while it lives.
+        outlived = arena is not None and arena.close()
+    if outlived:  # the function kept an array that lies in the lent segment
+        kept.append(lent.name)  # type: ignore[union-attr]  # an arena implies lent
+    if _allocator.AVAILABLE:  # results can be born in a lent segment: always lend one
+        lend_hint = -abs(lend_hint)
+    return data, tally, kept, lend_hint
+
+
+def _run(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    decoding: _codec.TaskDecodeSession,
+    arena: _allocator.TaskArena | None,
+) -> Reply:
+    """Call fn, then encode its result; return the reply (see run_task), kept names so far."""
     result = _call(fn, args, kwargs, decoding, arena)
     del fn, args, kwargs
     if arena is not None and arena.in_use():  # an array was born there: nothing may overwrite it
@@ -181,12 +202,7 @@ def run_task(task: tuple[_codec.Payload, str | None]) -> Reply:
         # with: their pages are warm, and no third copy of the data exists (W2: two, not three).
         data, tally, lend_hint = _encode_result(result, decoding.spare(), decoding.taken_nbytes)
     del result
-    kept = decoding.kept()
-    if arena is not None and arena.close():  # an array the function kept lies in the lent segment
-        kept.append(arena.buffer.name)
-    if _allocator.AVAILABLE:  # results can be born in a lent segment: always lend one
-        lend_hint = -abs(lend_hint)
-    return data, tally, kept, lend_hint
+    return data, tally, decoding.kept(), lend_hint
 
 
 def _call(
@@ -198,13 +214,14 @@ def _call(
 ) -> Any:
     """Call fn with the lent segment offered to zerocopy_executor.empty and, if armed, to NumPy."""
     take = decoding.take_lent if arena is None else partial(_take_from_arena, decoding, arena)
-    _arrays.TASK_MEMORY.take = take
-    previous = None if arena is None else arena.activate()
+    previous = None
     try:
+        _arrays.TASK_MEMORY.take = take
+        previous = None if arena is None else arena.activate()
         return fn(*args, **kwargs)
     finally:
         _arrays.TASK_MEMORY.take = None
-        if arena is not None:
+        if arena is not None and previous is not None:
             arena.restore(previous)
 
 

@@ -8,6 +8,9 @@ our own stats.
 
 from __future__ import annotations
 
+import functools
+import threading
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.connection import Connection
 
 import numpy as np
@@ -102,14 +105,39 @@ def test_slices_of_one_arrow_buffer_cross_once(mp_context):
     assert stats.arrays_by_reference >= 1
 
 
-def test_views_of_one_plain_array_cross_once_and_stay_views(mp_context):
-    """Two views of one plain array in one call are copied once; in the worker they still overlap."""
+def test_views_of_one_plain_array_arrive_as_separate_copies_as_with_pickling(mp_context):
+    """Two writable views of one array in one call: a write through one is not seen through the other."""
     data = np.arange(ROWS, dtype=np.float64)
+    expected = float(data[: ROWS // 2].sum())
     with zc.SharedArrayExecutor(1, mp_context=mp_context) as executor:
-        assert executor.submit(_tasks.share_memory, data, data[10:20]).result(TIMEOUT) is True
-        stats = executor.stats()
-    assert (stats.arrays_copied, stats.bytes_copied) == (1, data.nbytes)
-    assert stats.arrays_by_reference == 1
+        got = executor.submit(_tasks.zero_first_sum_second, data, data[: ROWS // 2]).result(TIMEOUT)
+    with ProcessPoolExecutor(1, mp_context=mp_context) as executor:
+        pickled = executor.submit(_tasks.zero_first_sum_second, data, data[: ROWS // 2]).result(TIMEOUT)
+    assert got == pickled == expected
+
+
+def test_temporaries_made_while_pickling_are_never_confused(mp_context):
+    """Arrays and buffers a __reduce__ makes and drops reuse addresses: each arrives with its own data."""
+    stop = threading.Event()
+
+    def make_garbage() -> None:  # the rest of a program: collections run at any time
+        while not stop.is_set():
+            [[i] for i in range(1000)]
+
+    churn = threading.Thread(target=make_garbage, daemon=True)
+    churn.start()
+    try:
+        with zc.SharedArrayExecutor(2, mp_context=mp_context, min_nbytes=1 << 16) as executor:
+            function = functools.partial(_tasks.first_values, _tasks.Float32OnTheWire(np.full(1 << 16, 5.0)))
+            argument = _tasks.Float32OnTheWire(np.full(1 << 16, 1.0))
+            results = [executor.submit(function, argument) for _ in range(40)]
+            assert {f.result(TIMEOUT) for f in results} == {(5.0, 1.0)}
+            function = functools.partial(_tasks.first_values, _tasks.BufferOnTheWire(9))
+            results = [executor.submit(function, _tasks.BufferOnTheWire(1)) for _ in range(40)]
+            assert {f.result(TIMEOUT) for f in results} == {(b"\t" * 4, b"\x01" * 4)}
+    finally:
+        stop.set()
+        churn.join()
 
 
 def test_pandas_frame_with_numpy_and_arrow_columns_round_trips_exactly(counted_executor):

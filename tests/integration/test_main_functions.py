@@ -99,3 +99,39 @@ def test_fileless_main_functions_by_value(tmp_path, method):
     assert result.stdout.strip() == "ok"
     assert result.stderr == ""
     assert_imported_checkout(probe)
+
+
+STALE_GLOBALS = textwrap.dedent(
+    """
+    import multiprocessing
+    import numpy as np
+    import zerocopy_executor as zc
+
+    WEIGHTS = np.zeros(4)
+
+    def first_weight(_):
+        return float(WEIGHTS[0])
+
+    with zc.SharedArrayExecutor(1, mp_context=multiprocessing.get_context("{method}")) as ex:
+        assert ex.submit(first_weight, 0).result(60) == 0.0
+        WEIGHTS[0] = 42.0  # changed in place: the same object
+        assert ex.submit(first_weight, 0).result(60) == 42.0, "a global changed in place was sent stale"
+    print("ok")
+    """
+)
+
+
+@pytest.mark.parametrize("method", [m for m in START_METHODS if m != "fork"])
+def test_function_sent_by_value_sees_globals_changed_in_place(method, tmp_path):
+    """A by-value function (python -c) sees a global array the parent changed in place since."""
+    result = subprocess.run(
+        [sys.executable, "-c", STALE_GLOBALS.format(method=method)],
+        cwd=tmp_path,
+        env=checkout_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

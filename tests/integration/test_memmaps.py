@@ -111,20 +111,26 @@ def test_returned_view_of_a_memmap_aliases_the_file(executor, tmp_path):
     del mapped, back
 
 
-@pytest.mark.parametrize("damage", ["removed", "truncated"])
-def test_file_removed_or_truncated_fails_only_its_task(executor, tmp_path, damage):
-    """A file removed or truncated behind our back fails that task with a clear SegmentError."""
+@pytest.mark.parametrize("mode", ["r", "r+"])
+@pytest.mark.parametrize("damage", ["removed", "truncated", "replaced"])
+def test_file_removed_truncated_or_replaced_fails_only_its_task(executor, tmp_path, damage, mode):
+    """A file removed, truncated or replaced behind our back fails that task with a clear SegmentError."""
     path = tmp_path / "data.bin"
     make_file(path)
-    mapped = np.memmap(path, dtype=np.float64, mode="r", shape=(N,))
+    mapped = np.memmap(path, dtype=np.float64, mode=mode, shape=(N,))
     if damage == "removed":
         path.unlink()
-    else:
+    elif damage == "truncated":
         os.truncate(path, 1024)
+    else:  # another file takes its path, as an atomic save does
+        make_file(tmp_path / "new.bin")
+        os.replace(tmp_path / "new.bin", path)
     error = executor.submit(_tasks.total, mapped[N // 2 :]).exception(TIMEOUT)
     assert type(error) is zc.SegmentError
     assert repr(str(path)) in str(error)
-    assert ("is gone" if damage == "removed" else "truncated or replaced") in str(error)
+    assert {"removed": "is gone", "truncated": "truncated", "replaced": "was replaced"}[damage] in str(error)
+    if damage == "truncated":
+        assert path.stat().st_size == 1024  # never grown back
     assert executor.submit(_tasks.add, 1, 2).result(TIMEOUT) == 3
     del mapped
 
@@ -136,14 +142,15 @@ LARGER_THAN_SHM = textwrap.dedent(
     import zerocopy_executor as zc
     from tests import _tasks
 
-    warnings.simplefilter("error")
-    n = 8 << 20  # 64 MiB of float64, in a file: /dev/shm here holds 16 MiB
-    mapped = np.memmap(sys.argv[1], dtype=np.float64, mode="w+", shape=(n,))
-    mapped[:] = 1.0
-    with zc.SharedArrayExecutor(2) as executor:
-        assert executor.submit(_tasks.total, mapped).result(60) == float(n)
-        assert executor.stats().arrays_copied == 0
-    print("ok")
+    if __name__ == "__main__":  # the default start method may re-import this script
+        warnings.simplefilter("error")
+        n = 8 << 20  # 64 MiB of float64, in a file: /dev/shm here holds 16 MiB
+        mapped = np.memmap(sys.argv[1], dtype=np.float64, mode="w+", shape=(n,))
+        mapped[:] = 1.0
+        with zc.SharedArrayExecutor(2) as executor:
+            assert executor.submit(_tasks.total, mapped).result(60) == float(n)
+            assert executor.stats().arrays_copied == 0
+        print("ok")
     """
 )
 

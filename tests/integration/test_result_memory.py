@@ -9,8 +9,10 @@ is never reused, whatever comes after.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ import pytest
 import zerocopy_executor as zc
 from tests import _tasks
 from tests._checkout import run_checkout_script
-from zerocopy_executor import _allocator
+from zerocopy_executor import _allocator, _worker
 
 TIMEOUT = 60
 N = 1 << 19  # float64: 4 MiB
@@ -110,18 +112,55 @@ def test_large_temporaries_and_grown_arrays_come_back_right(mp_context):
             del grown
 
 
+@needs_allocator
+def test_an_array_kept_by_a_failed_task_stays_mapped(mp_context):
+    """A task that keeps an array born in the lent segment, then raises: the array stays valid."""
+    data = np.ones(N)
+    with zc.SharedArrayExecutor(1, mp_context=mp_context) as executor:
+        executor.submit(_tasks.doubled, data).result(TIMEOUT)  # lent segments from now on
+        error = executor.submit(_tasks.keep_and_raise, data).exception(TIMEOUT)
+        assert type(error) is ValueError
+        time.sleep(_worker.CACHE_IDLE_SECONDS * 2)  # the worker's mapping cache lets go
+        assert executor.submit(_tasks.first_of_kept).result(TIMEOUT) == 20.0
+
+
+@needs_allocator
+def test_failed_tasks_leave_no_arena_behind(mp_context):
+    """Many tasks that fail after a large allocation: later results are still born in shared memory."""
+    data = np.ones(N)
+    with zc.SharedArrayExecutor(1, mp_context=mp_context) as executor:
+        executor.submit(_tasks.doubled, data).result(TIMEOUT)
+        for _ in range(70):  # more than the allocator's 64 arenas
+            assert type(executor.submit(_tasks.make_and_raise, data).exception(TIMEOUT)) is ValueError
+        copies, _ = run_rounds(executor, _tasks.doubled, data)
+    assert copies[1:] == [1] * (ROUNDS - 1)  # the argument only: results still born in place
+
+
+@pytest.mark.parametrize("use_empty", [False, True], ids=["numpy", "zc.empty"])
+def test_a_child_forked_in_a_task_never_allocates_in_the_lent_segment(use_empty):
+    """A fork inside a task (a nested pool): the child's arrays never land where the result lies."""
+    data = np.ones(N)
+    with zc.SharedArrayExecutor(1, mp_context=multiprocessing.get_context("fork")) as executor:
+        executor.submit(_tasks.doubled, data).result(TIMEOUT)  # lent segments from now on
+        for _ in range(3):
+            out = executor.submit(_tasks.fork_and_allocate, data, use_empty).result(TIMEOUT)
+            assert (out == 2.0).all()
+            del out
+
+
 WITHOUT_ALLOCATOR = textwrap.dedent(
     """
+    import multiprocessing
     import sys
-    sys.modules["zerocopy_executor._arena"] = None  # as if built without a C compiler
+    sys.modules["zerocopy_executor._arena"] = None  # as if built without a C compiler (fork keeps it so)
     import numpy as np
     import zerocopy_executor as zc
-    from zerocopy_executor import _allocator
+    from zerocopy_executor import _allocator, _worker
     from tests import _tasks
 
     assert not _allocator.AVAILABLE
     data = np.arange(1 << 19, dtype=np.float64)
-    with zc.SharedArrayExecutor(1) as executor:
+    with zc.SharedArrayExecutor(1, mp_context=multiprocessing.get_context("fork")) as executor:
         for _ in range(3):
             np.testing.assert_array_equal(executor.submit(_tasks.doubled, data).result(60), data * 2)
             back = executor.submit(_tasks.doubled_into_shared, data).result(60)

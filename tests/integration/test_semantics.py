@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import pickle
 import time
 
@@ -339,3 +340,17 @@ def test_result_outlives_dropped_executor(mp_context):
     with zc.SharedArrayExecutor(1, mp_context=mp_context) as other:
         assert other.submit(_tasks.total, result).result(TIMEOUT) == BIG
         assert other.stats().bytes_copied == 0
+
+
+@pytest.mark.parametrize("fn", [_tasks.shared_then_unpicklable, _tasks.copied_then_unpicklable])
+def test_result_that_fails_to_encode_leaves_no_segment(mp_context, fn):
+    """A result whose encoding fails half-way: its segments stay the worker's, and are unlinked."""
+    with zc.SharedArrayExecutor(1, mp_context=mp_context) as executor:
+        for _ in range(3):
+            assert type(executor.submit(fn, BIG).exception(TIMEOUT)) is TypeError
+        me = os.getpid()
+        deadline = time.monotonic() + 10
+        while workers := [n for n in os.listdir("/dev/shm") if n.startswith("zc_") and f"_{me}_" not in n]:
+            assert time.monotonic() < deadline, f"segments the workers made and nobody owns: {workers}"
+            time.sleep(0.05)
+        assert executor.submit(_tasks.add, 1, 2).result(TIMEOUT) == 3

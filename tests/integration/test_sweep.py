@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import threading
 
+from tests._checkout import run_checkout_script
 from zerocopy_executor import _namespace, _segments
 
 FORK = multiprocessing.get_context("fork")  # shares this process's resource tracker (fact 3)
@@ -50,7 +51,7 @@ def test_release_tagged_spares_a_running_creator_unless_orphaned():
         assert _namespace.creator_pid(name) == child.pid
         assert _segments.release_tagged(tag) == 0
         assert _exists(name)
-        assert _segments.release_tagged(tag, spare_running_creators=False) == 1
+        assert _segments.release_tagged(tag, orphaned=True) == 1
         assert not _exists(name)
     finally:
         pipe.send("done")  # type: ignore[attr-defined]
@@ -65,9 +66,7 @@ def test_release_tagged_unlinks_each_name_once_when_sweeps_race():
         _segments.disown(buffer)
     counts: list[int] = []
     sweepers = [
-        threading.Thread(
-            target=lambda: counts.append(_segments.release_tagged(tag, spare_running_creators=False))
-        )
+        threading.Thread(target=lambda: counts.append(_segments.release_tagged(tag, orphaned=True)))
         for _ in range(2)
     ]
     for sweeper in sweepers:
@@ -76,3 +75,43 @@ def test_release_tagged_unlinks_each_name_once_when_sweeps_race():
         sweeper.join()
     assert sum(counts) == 20
     assert not any(_exists(buffer.name) for buffer in names)
+
+
+UNREGISTERED_LEFTOVER = """
+import multiprocessing, os, _posixshmem
+from zerocopy_executor import _namespace, _segments
+
+def create_then_die(tag, conn):
+    # As a worker killed between creating a segment and registering it.
+    name = _namespace.new_name(tag)
+    fd = _posixshmem.shm_open("/" + name, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+    os.ftruncate(fd, 4096)
+    conn.send(name)
+    os._exit(0)
+
+if __name__ == "__main__":
+    from multiprocessing import resource_tracker
+    resource_tracker.ensure_running()
+    tag = _namespace.new_tag()
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    child = ctx.Process(target=create_then_die, args=(tag, theirs))
+    child.start()
+    name = ours.recv()
+    child.join()
+    registered = _segments.create(4096, tag=tag)  # and one registered as usual, left behind
+    _segments.disown(registered)
+    assert _segments.release_tagged(tag) == 2
+    assert not os.path.exists("/dev/shm/" + name)
+    print("ok")
+"""
+
+
+def test_release_tagged_copes_with_a_segment_its_creator_never_registered(tmp_path):
+    """A segment whose creator died before registering it is swept with no resource-tracker noise."""
+    script = tmp_path / "leftover.py"
+    script.write_text(UNREGISTERED_LEFTOVER)
+    run = run_checkout_script(script)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "ok"
+    assert run.stderr == ""  # no KeyError from the tracker, nor a leak warning at its exit
