@@ -36,7 +36,11 @@ import numpy as np
 from _memory import TreeMemorySampler
 
 import zerocopy_executor as zc
-from zerocopy_executor import _allocator
+
+try:
+    from zerocopy_executor._allocator import AVAILABLE as ALLOCATOR
+except ImportError:  # an older version of the library, measured for comparison
+    ALLOCATOR = False
 
 MB = 1 << 20
 
@@ -117,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"W2 variants, 2 workers, forkserver, median of {calls} calls after a warm-up; Python "
         f"{sys.version.split()[0]}, NumPy {np.__version__}; compiled allocator: "
-        f"{'yes' if _allocator.AVAILABLE else 'no'}\n"
+        f"{'yes' if ALLOCATOR else 'no'}\n"
     )
     columns = ("size", "system", "function", "ms per call", "vs floor", "ms in function", "peak rise MiB")
     print("| " + " | ".join((*columns, "held after MiB")) + " |")

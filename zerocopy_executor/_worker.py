@@ -170,8 +170,10 @@ def run_task(task: tuple[_codec.Payload, str | None]) -> Reply:
         _CACHE.keep(list(decoding.buffers.values()))
     _allocator.release_freed()
     arena = None if lent is None else _allocator.TaskArena.arm(lent)
+    call = [fn, args, kwargs]  # _run empties it: no frame here may keep the arguments alive
+    del fn, args, kwargs
     try:
-        data, tally, kept, lend_hint = _run(fn, args, kwargs, decoding, arena)
+        data, tally, kept, lend_hint = _run(call, decoding, arena)
     finally:
         # Also when the task raised: an array born in the lent segment (kept by the
         # function, or by the traceback) must keep its mapping while it lives.
@@ -183,14 +185,14 @@ def run_task(task: tuple[_codec.Payload, str | None]) -> Reply:
     return data, tally, kept, lend_hint
 
 
-def _run(
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    decoding: _codec.TaskDecodeSession,
-    arena: _allocator.TaskArena | None,
-) -> Reply:
-    """Call fn, then encode its result; return the reply (see run_task), kept names so far."""
+def _run(call: list[Any], decoding: _codec.TaskDecodeSession, arena: _allocator.TaskArena | None) -> Reply:
+    """Call the function, then encode its result; return the reply (see run_task), kept names so far.
+
+    The call's list is emptied first: what the function was given must be unreachable
+    once it returns, or kept() would take the arguments for views the function kept.
+    """
+    fn, args, kwargs = call
+    call.clear()
     result = _call(fn, args, kwargs, decoding, arena)
     del fn, args, kwargs
     if arena is not None and arena.in_use():  # an array was born there: nothing may overwrite it
