@@ -92,12 +92,10 @@ class SegmentPool:
         with self._lock:
             if self._closed or self._nbytes + len(buffer) > self.cap_nbytes:
                 return
+            if self._timer is None and not self._arm_timer():
+                return  # no timer could trim it: do not keep it
             self._free.append((time.monotonic(), buffer))
             self._nbytes += len(buffer)
-            if self._timer is None:
-                self._timer = threading.Timer(IDLE_SECONDS, self._trim_idle)
-                self._timer.daemon = True
-                self._timer.start()
 
     def _trim_idle(self) -> None:
         cutoff = time.monotonic() - IDLE_SECONDS
@@ -107,11 +105,21 @@ class SegmentPool:
             dropped = [b for t, b in self._free if t <= cutoff]
             self._free = keep
             self._nbytes = sum(len(b) for _, b in keep)
-            if keep and not self._closed:
-                self._timer = threading.Timer(IDLE_SECONDS, self._trim_idle)
-                self._timer.daemon = True
-                self._timer.start()
+            if keep and not self._closed and not self._arm_timer():
+                dropped += [b for _, b in keep]
+                self._free, self._nbytes = [], 0
         del dropped  # outside the lock: their finalizers unlink them
+
+    def _arm_timer(self) -> bool:
+        """Start the idle trim (lock held); False if no thread can start (interpreter exit)."""
+        timer = threading.Timer(IDLE_SECONDS, self._trim_idle)
+        timer.daemon = True
+        try:
+            timer.start()
+        except RuntimeError:  # "can't create new thread at interpreter shutdown"
+            return False
+        self._timer = timer
+        return True
 
     def close(self) -> None:
         """Empty the pool for good; later releases unlink their segments."""

@@ -17,6 +17,7 @@ import os
 import queue
 import sys
 import threading
+import traceback
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -67,7 +68,7 @@ def _run_entry(key: int) -> None:
     try:
         action(*args)
     except Exception as exc:  # report it as a finalizer would, and keep reaping
-        sys.unraisablehook(_Unraisable(exc, action))  # type: ignore[arg-type]
+        _report(exc, action)
 
 
 def _reap() -> None:
@@ -76,8 +77,17 @@ def _reap() -> None:
             _run_entry(id(ref))
 
 
+def _report(exc: BaseException, action: object) -> None:
+    """Hand a failed clean-up to sys.unraisablehook, as the interpreter does for a finalizer."""
+    try:
+        sys.unraisablehook(_Unraisable(exc, action))  # type: ignore[arg-type]
+    except TypeError:  # the default hook takes only its own type, which is not public
+        print(f"Exception ignored in: {action!r}", file=sys.stderr)
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+
+
 class _Unraisable:
-    """The argument sys.unraisablehook expects (its type is not public)."""
+    """What sys.unraisablehook reads: enough for hooks written in Python (pytest's)."""
 
     def __init__(self, exc: BaseException, action: object) -> None:
         self.exc_type, self.exc_value, self.exc_traceback = type(exc), exc, exc.__traceback__

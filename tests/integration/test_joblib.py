@@ -62,7 +62,11 @@ def test_large_arrays_travel_through_shared_memory():
         stats = backend.executor.stats()
     for i, result in enumerate(out):
         np.testing.assert_array_equal(result, arrays[i] + 1)
-    assert stats.arrays_copied == 8  # four arguments, four results
+    # Four arguments are copied. Each result is copied too, or, once a worker has asked
+    # the executor to lend it a segment for results (the C allocator), born in shared
+    # memory and sent by reference: which one depends on when joblib dispatches.
+    assert stats.arrays_copied >= 4
+    assert stats.arrays_copied + stats.arrays_by_reference == 8
     assert stats.arrays_pickled == 0
 
 

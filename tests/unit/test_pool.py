@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -79,6 +80,24 @@ def test_closed_pool_accepts_nothing():
     pool.close()
     pool.give(make(4096))
     assert pool.nbytes == 0
+
+
+def test_pool_keeps_nothing_once_no_thread_can_start(monkeypatch):
+    """At interpreter exit no timer can start to trim the pool: a given segment is dropped."""
+
+    def refuse(self):
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Timer, "start", refuse)
+    pool = _pool.SegmentPool(cap_nbytes=1 << 30)
+    buffer = make(4096)
+    name = buffer.name
+    pool.give(buffer)
+    assert pool.nbytes == 0
+    del buffer
+    gc.collect()
+    _segments.drain_releases()
+    assert not os.path.exists(f"/dev/shm/{name}")
 
 
 GiB = 1 << 30

@@ -6,6 +6,7 @@ import gc
 import os
 import re
 import stat
+import sys
 import threading
 import time
 
@@ -157,3 +158,46 @@ def test_releases_never_run_in_the_dropping_thread():
     while not ran_in and time.monotonic() < deadline:
         time.sleep(0.01)
     assert ran_in == ["zerocopy-reaper"]
+
+
+class _Doomed:
+    """An object that can die (and be weakly referenced)."""
+
+
+def _fail_clean_up() -> None:
+    raise OSError("clean-up failed on purpose")
+
+
+def test_failed_clean_up_reported_to_the_default_unraisable_hook(monkeypatch, capsys):
+    """A failing clean-up is reported on stderr, as a failing finalizer is, and reaping goes on."""
+    from zerocopy_executor import _reaper
+
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # the one Python starts with
+    ran = []
+    doomed, after = _Doomed(), _Doomed()
+    _reaper.on_death(doomed, _fail_clean_up)
+    _reaper.on_death(after, ran.append, "after")
+    del doomed, after
+    gc.collect()
+    _reaper.drain()
+    err = capsys.readouterr().err
+    assert "Exception ignored in: <function _fail_clean_up" in err
+    assert "OSError: clean-up failed on purpose" in err
+    assert "UnraisableHookArgs" not in err
+    assert ran == ["after"]
+
+
+def test_failed_clean_up_reaches_a_custom_unraisable_hook(monkeypatch):
+    """A hook installed in Python (pytest's, a user's) receives the failure with its attributes."""
+    from zerocopy_executor import _reaper
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    doomed = _Doomed()
+    _reaper.on_death(doomed, _fail_clean_up)
+    del doomed
+    gc.collect()
+    _reaper.drain()
+    assert len(seen) == 1
+    assert isinstance(seen[0].exc_value, OSError)
+    assert seen[0].object is _fail_clean_up
