@@ -154,8 +154,8 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         resource_tracker.ensure_running()
         self._sharing = SharingState(policy, setup)
         # Dropped without shutdown(): release as shutdown would, once the tasks are done.
-        finalizer = weakref.finalize(self, _close_in_background, self._sharing)
-        finalizer.atexit = False  # no thread can start then: _state sweeps at exit instead
+        self._close_when_dropped = weakref.finalize(self, _close_in_background, self._sharing)
+        self._close_when_dropped.atexit = False  # no thread can start then: _state sweeps at exit instead
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Submits a callable to be executed with the given arguments.
@@ -251,6 +251,7 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         if not isinstance(stale, dict) or manager_thread is None:
             stale = None
         close = partial(_close_after_shutdown, self._sharing, stale, manager_thread)
+        self._close_when_dropped.detach()  # shutdown closes it: no thread to start when dropped
         if wait:
             close()
         else:
