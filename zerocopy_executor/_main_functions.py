@@ -5,7 +5,9 @@ globals, so a global set by an initializer would be invisible to it (DESIGN.md f
 10). We send the qualified name, which the worker resolves in its own ``__main__`` (the
 parent's under fork, the re-imported script under spawn and forkserver), with a
 fingerprint of the code to check it is the same function, and a by-value copy for when
-it is not (a notebook, ``python -c``, a function redefined after the fork).
+it is not (a notebook, ``python -c``, a function redefined after the fork). A function
+whose globals cannot be pickled (a lock or a shared ctypes value inherited under fork)
+goes by name alone, as pickle sends it.
 """
 
 from __future__ import annotations
@@ -70,13 +72,16 @@ _BY_VALUE: weakref.WeakKeyDictionary[types.FunctionType, tuple[tuple[Any, ...], 
 )
 
 
-def _by_value(fn: types.FunctionType, dumps_by_value: Callable[[types.FunctionType], bytes]) -> bytes:
+def _by_value(fn: types.FunctionType, dumps_by_value: Callable[[types.FunctionType], bytes]) -> bytes | None:
     names = fn.__code__.co_names
     snapshot = (fn.__code__, fn.__defaults__, fn.__kwdefaults__, *(fn.__globals__.get(n) for n in names))
     cached = _BY_VALUE.get(fn)
     if cached is not None and len(cached[0]) == len(snapshot) and all(map(_same, cached[0], snapshot)):
         return cached[1]
-    data = dumps_by_value(fn)
+    try:
+        data = dumps_by_value(fn)
+    except Exception:  # whatever its globals raise, pickle's by-name path remains
+        return None
     # Only while what it names cannot change in place: a global array (or list) written
     # to since would otherwise be sent as it was.
     if all(_immutable(value) for value in (*snapshot[3:], *(fn.__defaults__ or ()))):
@@ -111,8 +116,14 @@ def _same(a: object, b: object) -> bool:
     return a is b
 
 
-def _resolve_main_function(qualname: str, fingerprint: int, by_value: bytes) -> Any:
-    target = _lookup(sys.modules.get("__main__"), qualname)
+def _resolve_main_function(qualname: str, fingerprint: int, by_value: bytes | None) -> Any:
+    main = sys.modules.get("__main__")
+    target = _lookup(main, qualname)
     if isinstance(target, types.FunctionType) and _fingerprint(target.__code__) == fingerprint:
         return target
-    return pickle.loads(by_value)
+    if by_value is not None:
+        return pickle.loads(by_value)
+    if target is None:  # what unpickling a reference to a missing function raises
+        msg = f"Can't get attribute {qualname!r} on {main!r}"
+        raise AttributeError(msg)
+    return target  # by name, as pickle would resolve it

@@ -135,3 +135,54 @@ def test_function_sent_by_value_sees_globals_changed_in_place(method, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+INHERITED_GLOBAL = textwrap.dedent(
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    import zerocopy_executor as zc
+
+    ctx = multiprocessing.get_context("{method}")
+    COUNTER = ctx.Value("i", 0)  # pickles only by inheritance (RuntimeError otherwise)
+
+    def bump(_):
+        with COUNTER.get_lock():
+            COUNTER.value += 1
+        return "bumped"
+
+    if __name__ == "__main__":
+        seen = {{}}
+        for cls in (ProcessPoolExecutor, zc.SharedArrayExecutor):
+            COUNTER.value = 0
+            with cls(2, mp_context=ctx) as ex:
+                out = [ex.submit(bump, 0).result(60)] + list(ex.map(bump, range(3)))
+            seen[cls.__name__] = (out, COUNTER.value)
+        assert seen["ProcessPoolExecutor"] == seen["SharedArrayExecutor"], seen
+        print("ok", seen["SharedArrayExecutor"][1])
+    """
+)
+
+
+def test_main_function_whose_global_pickles_only_by_inheritance(tmp_path):
+    """A __main__ function using an inherited multiprocessing.Value runs as with ProcessPoolExecutor.
+
+    Its by-value copy cannot be made (the Value pickles only by inheritance): it goes by
+    name alone. Under fork only: elsewhere each re-import of the script makes semaphores
+    the resource tracker reports at exit, with either executor.
+    """
+    method = "fork"
+    script = tmp_path / "counter.py"
+    script.write_text(INHERITED_GLOBAL.format(method=method))
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=checkout_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ok", "4"]  # the workers' Value is the parent's
+    assert result.stderr == ""

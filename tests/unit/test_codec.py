@@ -222,3 +222,11 @@ def test_main_function_fingerprint_ignores_set_order():
     swap = {one: other}
     code = f.__code__.replace(co_consts=tuple(swap.get(c, c) for c in f.__code__.co_consts))
     assert _main_functions._fingerprint(f.__code__) == _main_functions._fingerprint(code)
+
+
+def test_main_function_sent_by_name_alone_and_missing_raises_as_pickle_does():
+    """With no by-value copy (its globals would not pickle), a missing name fails as pickle's would."""
+    from zerocopy_executor._main_functions import _resolve_main_function
+
+    with pytest.raises(AttributeError, match="Can't get attribute 'no_such_function' on <module '__main__'"):
+        _resolve_main_function("no_such_function", 0, None)
