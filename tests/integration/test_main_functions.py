@@ -5,11 +5,28 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from tests._checkout import assert_imported_checkout, checkout_env
 from tests.conftest import START_METHODS
+
+
+def run_python(
+    arguments: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run this interpreter with arguments in cwd; env defaults to checkout_env() (imports the checkout)."""
+    return subprocess.run(
+        [sys.executable, *arguments],
+        cwd=cwd,
+        env=checkout_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
 
 SCRIPT = textwrap.dedent(
     """
@@ -54,15 +71,8 @@ def test_script_main_functions_by_reference(tmp_path, method):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT.format(method=method))
     probe = tmp_path / "imports.txt"
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env={k: v for k, v in checkout_env(probe).items() if k != "PYTHONHASHSEED"},  # random per process
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    env = {k: v for k, v in checkout_env(probe).items() if k != "PYTHONHASHSEED"}  # random per process
+    result = run_python([str(script)], tmp_path, env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     assert result.stderr == ""
@@ -86,15 +96,7 @@ def test_fileless_main_functions_by_value(tmp_path, method):
         )
     )
     probe = tmp_path / "imports.txt"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        env=checkout_env(probe),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python(["-c", code], tmp_path, checkout_env(probe))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
     assert result.stderr == ""
@@ -124,15 +126,7 @@ STALE_GLOBALS = textwrap.dedent(
 @pytest.mark.parametrize("method", [m for m in START_METHODS if m != "fork"])
 def test_function_sent_by_value_sees_globals_changed_in_place(method, tmp_path):
     """A by-value function (python -c) sees a global array the parent changed in place since."""
-    result = subprocess.run(
-        [sys.executable, "-c", STALE_GLOBALS.format(method=method)],
-        cwd=tmp_path,
-        env=checkout_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python(["-c", STALE_GLOBALS.format(method=method)], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
@@ -174,15 +168,7 @@ def test_main_function_whose_global_pickles_only_by_inheritance(tmp_path):
     method = "fork"
     script = tmp_path / "counter.py"
     script.write_text(INHERITED_GLOBAL.format(method=method))
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=checkout_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_python([str(script)], tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["ok", "4"]  # the workers' Value is the parent's
     assert result.stderr == ""
