@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _segments
+from . import _pool, _segments
 
 try:
     from . import _arena  # type: ignore[attr-defined]  # compiled, optional
@@ -29,7 +29,6 @@ except ImportError:  # installed without a C compiler: results are copied instea
 __all__ = ["AVAILABLE", "TaskArena", "release_freed"]
 
 AVAILABLE = _arena is not None
-_FIT_FACTOR = 1.25  # _pool.fits: a segment serves arrays down to 1/1.25 of its size
 
 # Arenas an array outlived its task in, with the mapping it lies in: kept mapped until
 # the array is freed (the allocator knows), then forgotten (see release_freed).
@@ -54,7 +53,7 @@ class TaskArena:
         if _arena is None:
             return None
         size = len(buffer)
-        slot = _arena.arm(buffer.address, size, max(1, int((size - 4096) / _FIT_FACTOR)))
+        slot = _arena.arm(buffer.address, size, _pool.smallest_fit(size))
         return None if slot is None else cls(buffer, slot)
 
     def activate(self) -> Any:

@@ -65,12 +65,13 @@ def locate(array: NDArray[Any]) -> tuple[_segments.SegmentBuffer, int] | None:
     """Return the shared mapping holding array's memory and the offset of its first element."""
     if array.size == 0:
         return None
-    first, end = address_extent(array)
-    found = _segments.find(first, end)
+    data: int = array.__array_interface__["data"][0]
+    low, high = byte_extent(array.shape, array.strides, array.itemsize)
+    found = _segments.find(data + low, data + high)
     if found is None:
         return None
-    buffer, first_offset = found
-    return buffer, first_offset + (array.__array_interface__["data"][0] - first)
+    buffer, low_offset = found
+    return buffer, low_offset - low
 
 
 def describe(

@@ -104,9 +104,7 @@ class TaskDecodeSession(DecodeSession):
         buffer = self._lent
         if buffer is None or not _pool.fits(len(buffer), nbytes):
             return None
-        self._lent = None
-        del self._spare[buffer.name]  # the array is there now: no result goes over it
-        self.taken_nbytes = nbytes
+        self.claim_lent(nbytes)
         return self.root(buffer)
 
     def spare(self) -> list[tuple[_segments.SegmentBuffer, NDArray[Any]]]:

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 
 from . import _reaper, _segments
 
-__all__ = ["IDLE_SECONDS", "SegmentPool", "current_lease", "fits", "lease", "never_recycle"]
+__all__ = ["IDLE_SECONDS", "SegmentPool", "current_lease", "fits", "lease", "never_recycle", "smallest_fit"]
 
 # Pool segments whose size is within this factor of a request are reused for it.
 _FIT_FACTOR = 1.25
@@ -42,6 +42,11 @@ def fits(size: int, nbytes: int) -> bool:
     A small array in a much larger segment would keep all of it alive.
     """
     return nbytes <= size <= nbytes * _FIT_FACTOR + 4096
+
+
+def smallest_fit(size: int) -> int:
+    """The fewest bytes a segment of size bytes is used for (see fits)."""
+    return max(1, int((size - 4096) / _FIT_FACTOR))
 
 
 def current_lease(buffer: _segments.SegmentBuffer) -> NDArray[Any] | None:
