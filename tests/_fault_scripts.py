@@ -522,6 +522,11 @@ def _find_new_segment(before: set[str]) -> str:
     return name
 
 
+def _past_end(name: str, n: int) -> int:
+    """The offset at which n float64 end 8 bytes past the segment's end (large ones are larger than asked)."""
+    return os.stat(os.path.join(SHM_DIR, name)).st_size - 8 * n + 8
+
+
 def scenario_segment_unlinked(start_method: str) -> int:
     """A shared argument's /dev/shm name is removed while its task is queued."""
     seen = Seen()
@@ -572,7 +577,7 @@ def scenario_result_rebuild_fails(start_method: str, how: str) -> int:
             if how == "unlinked":
                 ex.submit(task_shared_result_unlinked, MiB).result(timeout=TIMEOUT)
             elif how == "forged":  # a descriptor 8 bytes past the segment's end
-                ex.submit(task_return_forged, name, 8, MiB).result(timeout=TIMEOUT)
+                ex.submit(task_return_forged, name, _past_end(name, MiB), MiB).result(timeout=TIMEOUT)
             else:  # map() over plain arguments: the reply decodes in the manager thread
                 results = ex.map(
                     task_shared_result_unlinked_if, [MiB] * 3, [False, True, False], timeout=TIMEOUT
@@ -601,7 +606,7 @@ def scenario_forged_argument(start_method: str) -> int:
         real[:] = 1.0
         name = _find_new_segment(before)
         forged = {
-            "past_end": forged_ref(name, 8, (MiB,)),
+            "past_end": forged_ref(name, _past_end(name, MiB), (MiB,)),
             "negative_offset": forged_ref(name, -8, (16,)),
             "huge_shape": forged_ref(name, 0, (1 << 40,)),
             "not_ours": forged_ref("psm_deadbeef", 0, (16,)),
