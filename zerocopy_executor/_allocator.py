@@ -38,9 +38,9 @@ _OUTLIVED: list[tuple[int, _segments.SegmentBuffer]] = []
 class TaskArena:
     """The lent segment, armed for one task's allocations while its function runs.
 
-    Use ``with arena.active():`` around the call; then ``in_use()`` says whether an
-    array still lives there, and ``close()`` forgets it (or keeps its mapping alive
-    while the array lives).
+    Call ``activate()`` before the task's call and ``restore()`` after it; then
+    ``in_use()`` says whether an array still lives there (its size), and ``close()``
+    forgets it (or keeps its mapping alive while the array lives).
     """
 
     def __init__(self, buffer: _segments.SegmentBuffer, slot: int) -> None:
@@ -68,9 +68,13 @@ class TaskArena:
         if self.slot is not None:
             _arena.disarm(self.slot)
 
-    def in_use(self) -> bool:
-        """Whether an array's data lies in the arena."""
-        return self.slot is not None and _arena is not None and bool(_arena.in_use(self.slot))
+    def in_use(self) -> int:
+        """The size in bytes of the array whose data lies in the arena (0 if none).
+
+        The array's, not the segment's: it is the size to lend for the next result, and
+        a segment is often a little larger than asked (see _segments._staggered).
+        """
+        return 0 if self.slot is None or _arena is None else int(_arena.in_use(self.slot))
 
     def give_up(self) -> bool:
         """Disarm and forget the arena if nothing lives in it (for zerocopy_executor.empty)."""

@@ -46,6 +46,7 @@ typedef struct {
     size_t min_size;
     int armed;       /* allocations may be served from it */
     int in_use;      /* an array's data lives in it */
+    size_t served;   /* that array's size in bytes (the lend hint: not the segment's) */
 } Arena;
 
 static Arena arenas[MAX_ARENAS];
@@ -56,6 +57,7 @@ static Arena *take_arena(size_t size) {
         Arena *a = &arenas[i];
         if (a->base && a->armed && !a->in_use && size >= a->min_size && size <= a->size) {
             a->in_use = 1;
+            a->served = size;
             return a;
         }
     }
@@ -100,6 +102,7 @@ static void *arena_realloc(void *ctx, void *ptr, size_t new_size) {
     pthread_mutex_lock(&lock);
     Arena *a = ptr ? find_block(ptr) : NULL;
     if (a && new_size <= a->size) {
+        a->served = new_size;
         pthread_mutex_unlock(&lock);
         return ptr;
     }
@@ -168,7 +171,7 @@ static PyObject *arm(PyObject *self, PyObject *args) {
     pthread_mutex_lock(&lock);
     for (int i = 0; i < MAX_ARENAS; i++) {
         if (arenas[i].base == NULL) {
-            arenas[i] = (Arena){(char *)(uintptr_t)address, (size_t)size, (size_t)min_size, 1, 0};
+            arenas[i] = (Arena){(char *)(uintptr_t)address, (size_t)size, (size_t)min_size, 1, 0, 0};
             pthread_mutex_unlock(&lock);
             return PyLong_FromLong(i);
         }
@@ -219,7 +222,7 @@ static PyObject *release(PyObject *self, PyObject *arg) {
     return PyBool_FromLong(free_now);
 }
 
-/* in_use(slot) -> whether an array's data lives in the arena. */
+/* in_use(slot) -> the size in bytes of the array whose data lives in the arena, 0 if none. */
 static PyObject *in_use(PyObject *self, PyObject *arg) {
     (void)self;
     int slot = slot_of(arg);
@@ -227,9 +230,9 @@ static PyObject *in_use(PyObject *self, PyObject *arg) {
         return NULL;
     }
     pthread_mutex_lock(&lock);
-    int used = arenas[slot].in_use;
+    size_t used = arenas[slot].in_use ? arenas[slot].served : 0;
     pthread_mutex_unlock(&lock);
-    return PyBool_FromLong(used);
+    return PyLong_FromSize_t(used);
 }
 
 /* A fork inside a task (a nested pool, a subprocess): the child shares the lent
@@ -256,7 +259,7 @@ static PyMethodDef methods[] = {
     {"arm", arm, METH_VARARGS, "arm(address, size, min_size) -> slot, or None if no slot is free."},
     {"disarm", disarm, METH_O, "disarm(slot) -> whether an array still lives in the arena."},
     {"release", release, METH_O, "release(slot) -> False if an array still lives in the arena."},
-    {"in_use", in_use, METH_O, "in_use(slot) -> whether an array lives in the arena."},
+    {"in_use", in_use, METH_O, "in_use(slot) -> bytes of the array living in the arena, 0 if none."},
     {NULL, NULL, 0, NULL},
 };
 

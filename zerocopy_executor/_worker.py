@@ -195,8 +195,9 @@ def _run(call: list[Any], decoding: _codec.TaskDecodeSession, arena: _allocator.
     call.clear()
     result = _call(fn, args, kwargs, decoding, arena)
     del fn, args, kwargs
-    if arena is not None and arena.in_use():  # an array was born there: nothing may overwrite it
-        decoding.claim_lent(len(arena.buffer))
+    born = 0 if arena is None else arena.in_use()
+    if born:  # an array was born there: nothing may overwrite it
+        decoding.claim_lent(born)
     if _codec.is_plain(result):  # nothing to share: the pool pickles it as it is
         data, tally, lend_hint = result, None, -decoding.taken_nbytes
     else:

@@ -79,6 +79,22 @@ def test_numpy_result_is_born_in_the_lent_segment(mp_context):
     assert segments[2:] == [0] * (ROUNDS - 2)
 
 
+@needs_allocator
+def test_next_lend_is_sized_like_the_result_not_its_segment(mp_context):
+    """After a result born in a lent segment, the next lend asks for the result's size.
+
+    A large segment is a little larger than asked, each by its own amount (see
+    _segments._staggered): asking for the size of the segment the result was born in
+    would outgrow the pooled segments round after round, and every result of a map()
+    would need a fresh one (W4 at 512 MB: 2.4 s per call instead of 0.14).
+    """
+    data = np.arange(N, dtype=np.float64)
+    with zc.SharedArrayExecutor(1, mp_context=mp_context) as executor:
+        copies, _ = run_rounds(executor, _tasks.doubled, data)
+        assert copies[1:] == [1] * (ROUNDS - 1)  # the results were born in lent segments
+        assert executor._sharing.lend_nbytes == data.nbytes
+
+
 def test_zeros_in_a_worker_are_zeros_in_recycled_memory(mp_context):
     """zc.zeros in a task is all zeros even in a recycled segment that held other data."""
     data = np.full(N, 7.0)
