@@ -5,7 +5,7 @@
 AMD Zen cores pick an L1 cache way by a hash of virtual address bits 12 to 27, so when
 one array is read while another is written exactly a multiple of 256 MiB away, their
 lines collide on every access. This times ``np.multiply(a, 2, out=b)`` over 128 MiB with
-``b`` at several distances after ``a`` inside one shared mapping (median of 9, taken in
+``b`` at several distances after ``a`` inside one shared segment (median of 9, taken in
 turns), then says how far apart two arrays made one after the other with
 ``zerocopy_executor.empty`` lie (see ``_segments._staggered``), and runs ``return a * 2``
 over 128 MiB on 12 fresh executors (3 calls each after a warm-up; fork, forkserver and
@@ -16,9 +16,7 @@ predictor every row takes the same time.
 
 from __future__ import annotations
 
-import mmap
 import multiprocessing
-import os
 import platform
 import statistics
 import sys
@@ -40,19 +38,6 @@ DISTANCES = {
 }
 
 
-def shared_mapping(nbytes: int) -> mmap.mmap:
-    """A populated mapping of an unlinked /dev/shm file: the same memory the library uses."""
-    path = f"/dev/shm/zc_aliasing_{os.getpid()}"
-    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-    try:
-        os.unlink(path)
-        os.ftruncate(fd, nbytes)
-        os.posix_fallocate(fd, 0, nbytes)
-        return mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
-    finally:
-        os.close(fd)
-
-
 def cpu_model() -> str:
     """The CPU's model name, from /proc/cpuinfo (Linux), else the machine type."""
     try:
@@ -64,13 +49,11 @@ def cpu_model() -> str:
 
 def time_distances(rounds: int = 9) -> dict[str, float]:
     """Median ms of the multiply for each distance, taken in turns."""
-    mapping = shared_mapping(max(DISTANCES.values()) + SIZE)
-    a = np.frombuffer(mapping, np.float64, count=SIZE // 8)
+    n = SIZE // 8
+    segment = zc.empty((max(DISTANCES.values()) + SIZE) // 8)  # one shared segment, pages touched
+    a = segment[:n]
     a[:] = 1.0
-    outs = {
-        label: np.frombuffer(mapping, np.float64, count=SIZE // 8, offset=distance)
-        for label, distance in DISTANCES.items()
-    }
+    outs = {label: segment[distance // 8 : distance // 8 + n] for label, distance in DISTANCES.items()}
     times: dict[str, list[float]] = {label: [] for label in outs}
     for _ in range(rounds):
         for label, out in outs.items():
