@@ -457,6 +457,52 @@ def scenario_interrupt_during_submit(start_method: str, rounds: str) -> int:
     return 0
 
 
+def _interrupt_once(owner: type, name: str, *, after: bool) -> None:
+    """Make owner.name raise KeyboardInterrupt once: a Ctrl-C landing just before (or after) it."""
+    original = getattr(owner, name)
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        setattr(owner, name, original)
+        if after:
+            original(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    setattr(owner, name, interrupted)
+
+
+def scenario_interrupt_in_bookkeeping(start_method: str, where: str) -> int:
+    """A Ctrl-C lands where a task is counted in flight but nothing will settle it.
+
+    before_watch: submit() made the future but not yet its settling callback, and
+    shutdown(cancel_futures=True) cancels it. ticket: map() counted a plain chunk but had
+    not submitted it yet. shutdown() must return, and release what the executor made.
+    """
+    from zerocopy_executor import _future, _state  # the two places a Ctrl-C can land in
+
+    seen = Seen()
+    big = np.ones(2 * MiB, dtype=np.float64)  # 16 MiB: copied into a segment per task
+    ex = zc.SharedArrayExecutor(2, mp_context=context(start_method))
+    ex.submit(task_total, big).result(timeout=TIMEOUT)
+    seen.look()
+    # Both workers busy and the call queue full: the last submit stays cancellable.
+    busy = [ex.submit(task_slow_total, big, 0.5) for _ in range(6)]
+    interrupted = False
+    try:
+        if where == "before_watch":
+            _interrupt_once(_future.SharedFuture, "watch", after=False)
+            ex.submit(task_total, big)
+        else:
+            _interrupt_once(_state.TaskTicket, "__init__", after=True)
+            ex.map(task_wait_then, range(6), [0.0] * 6, [False] * 6)
+    except KeyboardInterrupt:
+        interrupted = True
+    seen.look()
+    ex.shutdown(cancel_futures=True)
+    outcomes = sorted({outcome(future) for future in busy})
+    del busy
+    return report_after_shutdown(seen, ex, interrupted=interrupted, outcomes=outcomes)
+
+
 def scenario_small_shm(start_method: str) -> int:
     """Under a 64 MiB /dev/shm: a 128 MiB argument and a 96 MiB result fall back to pickling."""
     seen = Seen()

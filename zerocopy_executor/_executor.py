@@ -73,14 +73,8 @@ def _close_in_background(state: SharingState) -> None:
     threading.Thread(target=state.close, name="zerocopy-close").start()
 
 
-def _close_after_shutdown(
-    state: SharingState, stale_work_items: dict[Any, Any] | None, manager_thread: threading.Thread | None
-) -> None:
-    if manager_thread is not None:
-        # It ends once the pending tasks are done and it has joined every worker: then
-        # nothing but the parent owns a segment of ours any more (joined already if wait).
-        manager_thread.join()
-    state.close()
+def _close_after_shutdown(state: SharingState, stale_work_items: dict[Any, Any] | None) -> None:
+    state.close()  # once the manager thread has joined every worker: no one else owns a segment of ours
     if stale_work_items is not None:
         # After shutdown(cancel_futures=True) ProcessPoolExecutor's manager thread goes on
         # with a new dict of work items, and the executor keeps the old one: every future
@@ -243,19 +237,23 @@ class SharedArrayExecutor(ProcessPoolExecutor):
                 futures. Futures that are completed or running will not be
                 cancelled.
         """
-        manager_thread = getattr(self, "_executor_manager_thread", None)  # None once joined
+        running = getattr(self, "_executor_manager_thread", None) is not None  # None once shut down
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
-        stale = getattr(self, "_pending_work_items", None) if cancel_futures else None
-        if not isinstance(manager_thread, threading.Thread):
-            manager_thread = None
-        if not isinstance(stale, dict) or manager_thread is None:
+        stale = getattr(self, "_pending_work_items", None) if cancel_futures and running else None
+        if not isinstance(stale, dict):
             stale = None
-        close = partial(_close_after_shutdown, self._sharing, stale, manager_thread)
+        close = partial(_close_after_shutdown, self._sharing, stale)
         self._close_when_dropped.detach()  # shutdown closes it: no thread to start when dropped
         if wait:
             close()
         else:
             threading.Thread(target=close, name="zerocopy-shutdown").start()
+
+    def _start_executor_manager_thread(self) -> None:
+        super()._start_executor_manager_thread()  # private, in 3.9 to 3.15
+        # Under the lock submit() and shutdown() take: a shutdown racing the first
+        # submit() still finds the thread it must wait for before releasing.
+        self._sharing.manager = self._executor_manager_thread  # type: ignore[assignment]  # typeshed: _ThreadWakeup
 
     if not hasattr(ProcessPoolExecutor, "terminate_workers"):  # added in Python 3.14
 

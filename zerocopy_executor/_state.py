@@ -31,11 +31,11 @@ class SharingState:
         self.tag = setup.tag  # in the name of every segment this executor's processes make
         self.stats = StatsCounter()
         self.live: set[str] = set()  # segments created by this executor, not yet released
-        self.lock = threading.Lock()
-        self.idle = threading.Condition(self.lock)
         # Tasks submitted and not yet settled (set.add and discard need no lock).
         self.in_flight: set[TaskEnvelope | TaskTicket] = set()
-        self.closed = False
+        # ProcessPoolExecutor's manager thread, once started: it settles every task sent,
+        # so once it has ended no task is left to wait for.
+        self.manager: threading.Thread | None = None
         self.pool = _pool.SegmentPool(_pool_cap_nbytes())
         # Size of the largest array of the last result made in shared memory: lend a
         # segment that size; whatever the copied arguments, if the function made it.
@@ -81,20 +81,21 @@ class SharingState:
 
     def task_settled(self, task: TaskEnvelope | TaskTicket) -> None:
         self.in_flight.discard(task)
-        if not self.in_flight:
-            with self.lock:
-                self.idle.notify_all()
 
     def close(self) -> None:
-        """Release every segment of ours, except results the user still holds.
+        """Once the manager thread has ended, release every segment of ours but results still held.
 
         What a crashed worker left is released too; a worker still running keeps what
         it owns (it unlinks its own when it exits).
         """
-        with self.lock:
-            while self.in_flight:  # the last settle notifies under the lock
-                self.idle.wait(timeout=1.0)  # unless a Ctrl-C landed between its discard and notify
-            self.closed = True
+        if self.manager is not None:
+            self.manager.join()  # it has settled every task it was given, and joined the workers
+        # A task still counted was cut short by a Ctrl-C inside submit() or map(): none
+        # will settle it (waiting for it hung shutdown), and no worker uses its segments.
+        while self.in_flight:
+            task = self.in_flight.pop()
+            if isinstance(task, TaskEnvelope):
+                task.release(recycle=False)
         _OPEN_STATES.discard(self)
         self.pool.close()
         # Results outlive the executor (DESIGN.md): the segments this process holds are

@@ -349,6 +349,18 @@ def test_keyboard_interrupt_anywhere_in_submit_never_hangs_shutdown(tmp_path, re
     assert_nothing_left(run, reaper)
 
 
+@pytest.mark.parametrize("where", ["before_watch", "ticket"])
+def test_keyboard_interrupt_in_task_bookkeeping_never_hangs_shutdown(tmp_path, reaper, where):
+    """A task counted in flight that nothing will settle: shutdown() returns and releases it."""
+    run = run_scenario(tmp_path, reaper, "scenario_interrupt_in_bookkeeping", "fork", where, timeout=30)
+    assert run.report["interrupted"], run.explain()
+    assert run.report["outcomes"] == ["CancelledError", "ok"], run.explain()
+    assert run.report["left_after_shutdown"] == [], run.explain()
+    assert run.report["live"] == 0, run.explain()
+    assert_quiet(run)
+    assert_nothing_left(run, reaper)
+
+
 # --- 4. a small /dev/shm ------------------------------------------------------------
 
 
