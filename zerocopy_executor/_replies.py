@@ -97,7 +97,7 @@ class ChunkReply:
 
 def _receive_chunk(token: int, data: Payload, tally: dict[str, int], lend_hint: int) -> Any:
     try:
-        receiver = _RECEIVERS[token]  # alive: its executor's close() waits for this task
+        receiver = _RECEIVERS[token]  # alive: its close() waits for this thread (the manager) to end
         return decode_reply(receiver, data, tally, lend_hint)
     except BaseException as error:  # fail this chunk, never the pool (fact 6)
         return DecodeFailure(error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -31,3 +32,16 @@ def test_a_segment_is_lent_only_when_no_copied_argument_fits_the_result(state, m
     finally:
         envelope.release(recycle=False)
         state.close()
+
+
+def test_close_releases_a_task_in_flight_that_nothing_will_settle(state):
+    """A Ctrl-C inside submit() can leave a sent task counted: close() releases it instead of waiting."""
+    envelope = _state.TaskEnvelope(state, (len, (np.ones(4 * MIB_OF_FLOATS),), {}))
+    state.in_flight.add(envelope)
+    pickle.dumps(envelope)  # sent: the copy of its argument stays pinned until the task settles
+    names = set(state.live)
+    assert names, "the argument was not copied into a segment"
+    state.close()  # no manager thread: nothing else could settle it
+    assert not state.in_flight
+    assert not state.live
+    assert names.isdisjoint(os.listdir("/dev/shm"))
