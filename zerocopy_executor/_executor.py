@@ -237,13 +237,15 @@ class SharedArrayExecutor(ProcessPoolExecutor):
                 futures. Futures that are completed or running will not be
                 cancelled.
         """
-        running = getattr(self, "_executor_manager_thread", None) is not None  # None once shut down
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
-        stale = getattr(self, "_pending_work_items", None) if cancel_futures and running else None
+        if self._close_when_dropped.detach() is None:
+            # Shut down before: that call closes. As ProcessPoolExecutor's, this one waits
+            # for nothing (after wait=False its manager thread may still be winding down).
+            return
+        stale = getattr(self, "_pending_work_items", None) if cancel_futures else None
         if not isinstance(stale, dict):
             stale = None
         close = partial(_close_after_shutdown, self._sharing, stale)
-        self._close_when_dropped.detach()  # shutdown closes it: no thread to start when dropped
         if wait:
             close()
         else:

@@ -88,8 +88,9 @@ class SharingState:
         What a crashed worker left is released too; a worker still running keeps what
         it owns (it unlinks its own when it exits).
         """
-        if self.manager is not None:
-            self.manager.join()  # it has settled every task it was given, and joined the workers
+        manager, self.manager = self.manager, None  # its queues hold descriptors: keep it no longer
+        if manager is not None:
+            manager.join()  # it has settled every task it was given, and joined the workers
         # A task still counted was cut short by a Ctrl-C inside submit() or map(): none
         # will settle it (waiting for it hung shutdown), and no worker uses its segments.
         while self.in_flight:

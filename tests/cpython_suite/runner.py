@@ -15,6 +15,7 @@ Outcomes go to OUTPUT.json as {test id: "pass" | "fail" | "skip"}.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import importlib
 import json
 import os
@@ -38,6 +39,7 @@ MODULES = (
     "test_as_completed",
 )
 ENV_FLAG = "ZC_CPYTHON_SUITE_EXECUTOR"
+PER_TEST_TIMEOUT = 300  # seconds; the slowest test takes about 10
 _HOOK_NAME = "zz_zerocopy_cpython_suite.pth"
 # Executed by site.py at every interpreter start in this environment; inert unless the
 # flag is set (only by this runner, for its own children).
@@ -96,7 +98,10 @@ def _process_pool_tests(modules: list[ModuleType], wanted: set[str]) -> unittest
 
 @contextlib.contextmanager
 def _subprocess_hook(active: bool) -> Iterator[None]:
-    """Give fresh interpreters started by the tests the same executor (see _HOOK)."""
+    """Give fresh interpreters started by the tests the same executor (see _HOOK).
+
+    A run ended by the per-test timeout leaves the hook behind, inert without the flag.
+    """
     if not active:
         yield
         return
@@ -109,13 +114,21 @@ def _subprocess_hook(active: bool) -> Iterator[None]:
 
 
 class _Recorder(unittest.TextTestResult):
-    """Keeps each test's outcome; a failed subtest fails its test."""
+    """Keeps each test's outcome; a failed subtest fails its test.
+
+    A test that hangs ends the run after PER_TEST_TIMEOUT with every thread's stack on
+    stderr (as regrtest's --timeout does), so the caller's report shows where it hung.
+    """
 
     outcomes: dict[str, str]
 
     def startTestRun(self) -> None:
         super().startTestRun()
         self.outcomes = {}
+
+    def startTest(self, test: unittest.TestCase) -> None:
+        faulthandler.dump_traceback_later(PER_TEST_TIMEOUT, exit=True)  # re-armed per test
+        super().startTest(test)
 
     def addSuccess(self, test: unittest.TestCase) -> None:
         super().addSuccess(test)
@@ -162,6 +175,7 @@ def main(argv: list[str]) -> int:
     with _subprocess_hook(which == "sae"):
         result = runner.run(suite)
     Path(output).write_text(json.dumps(result.outcomes, indent=1, sort_keys=True))  # type: ignore[attr-defined]
+    faulthandler.dump_traceback_later(PER_TEST_TIMEOUT, exit=True)  # the exit is bounded too (code 1)
     return 0
 
 

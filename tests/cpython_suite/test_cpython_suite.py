@@ -56,9 +56,15 @@ def run_suite(tmp_path: Path, executor: str, test_ids: list[str] | None = None) 
     """Run CPython's tests in a fresh interpreter; return {test id: pass | fail | skip}."""
     output = tmp_path / f"{executor}-{len(test_ids or [])}.json"
     command = [sys.executable, "-m", "tests.cpython_suite.runner", executor, str(output), *(test_ids or [])]
-    run = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=SUITE_TIMEOUT, check=False
-    )
+    try:
+        run = subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, timeout=SUITE_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired as hung:  # the runner bounds each test: this is a bug of its own
+        stderr = hung.stderr.decode(errors="replace") if isinstance(hung.stderr, bytes) else hung.stderr or ""
+        pytest.fail(f"the runner hung for {SUITE_TIMEOUT} s:\n{stderr[-5000:]}")
+    # A test or the interpreter's exit that hangs ends the runner with code 1 and the stacks.
+    assert run.returncode == 0, f"the runner failed (exit code {run.returncode}):\n{run.stderr[-5000:]}"
     assert output.exists(), f"the runner wrote no outcomes:\n{run.stderr[-5000:]}"
     outcomes: dict[str, str] = json.loads(output.read_text())
     (tmp_path / f"{executor}.log").write_text(run.stderr)

@@ -620,6 +620,22 @@ def test_shutdown_twice_is_harmless(make_pool):
         executor.shutdown(wait=True, cancel_futures=True)
 
 
+def test_shutdown_after_shutdown_wait_false_waits_for_nothing(make_pool, gate):
+    """A second shutdown(wait=True) returns at once, though the first let a task run on."""
+    executor = make_pool(max_workers=1)
+    running = executor.submit(_tasks.block_until, gate.release, gate.started, "first")
+    gate.wait_started()
+    executor.shutdown(wait=False)
+    second = threading.Thread(target=executor.shutdown, kwargs={"wait": True})
+    second.start()
+    second.join(timeout=SETTLE)
+    waited = second.is_alive()
+    gate.open()
+    second.join(timeout=TIMEOUT)
+    assert not waited, "the second shutdown() waited for the running task"
+    assert running.result(timeout=TIMEOUT) == "first"
+
+
 def test_context_manager_returns_executor_and_shuts_down(executor_cls):
     """`with` returns the executor itself, waits for its tasks and then refuses new ones."""
     with executor_cls(2, mp_context=FORK) as executor:
