@@ -93,8 +93,8 @@ class SharingState:
             manager.join()  # it has settled every task it was given, and joined the workers
         # A task still counted was cut short by a Ctrl-C inside submit() or map(): none
         # will settle it (waiting for it hung shutdown), and no worker uses its segments.
-        while self.in_flight:
-            task = self.in_flight.pop()
+        cut_short, self.in_flight = self.in_flight, set()
+        for task in cut_short:
             if isinstance(task, TaskEnvelope):
                 task.release(recycle=False)
         _OPEN_STATES.discard(self)
