@@ -161,7 +161,10 @@ def start_dask_cluster(local_cluster):
         # cluster may hold): a free port on loopback, and no dashboard.
         dashboard_address="127.0.0.1:0",
         scheduler_kwargs={"dashboard": False},
-        silence_logs=logging.ERROR,  # its INFO and WARNING lines would go to stderr
+        # Its INFO to ERROR lines would go to stderr; ERROR includes a heartbeat that meets
+        # the scheduler closing at the end (dask/distributed#7105), a race of its own.
+        # Failures still reach us: results come back through the client, and are checked.
+        silence_logs=logging.CRITICAL,
     )
 
 
