@@ -69,7 +69,7 @@ _PLAIN_CHUNK_MAX_NBYTES = 64 << 10
 
 def _close_in_background(state: SharingState) -> None:
     # A finalizer may run in any thread, even one a pending task needs: never block it.
-    # Workers may still be running: close() spares what they own.
+    # close() waits there for the manager thread, which ends once the tasks are done.
     threading.Thread(target=state.close, name="zerocopy-close").start()
 
 
