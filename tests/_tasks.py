@@ -529,3 +529,49 @@ def _first_bytes(buffer: Any) -> bytes:
 def first_values(*holders: Any) -> tuple[Any, ...]:
     """The first value each argument holds (as its receiver rebuilt it)."""
     return tuple(float(h.data[0]) if isinstance(h, Float32OnTheWire) else h for h in holders)
+
+
+# --- state a worker keeps between tasks (tests/integration/test_worker_state.py) ------
+
+_STASH: list[Any] = []
+
+
+def stash(value: Any) -> None:
+    """Keep value in this worker's globals, as a cache would."""
+    _STASH.append(value)
+
+
+def fetch(_: Any = None) -> Any:
+    """Return what stash kept last."""
+    return _STASH[-1]
+
+
+def bump_stashed(value: float) -> None:
+    """Add value to the array stash kept last, in place, in the worker."""
+    _STASH[-1] += value
+
+
+def cached_ones(n: int) -> np.ndarray:
+    """A worker cache: made by NumPy in the first call, returned by every call."""
+    if not _STASH:
+        _STASH.append(np.full(n, 1.0))
+    cached: np.ndarray = _STASH[0]
+    return cached
+
+
+def stash_shared(n: int, value: float) -> None:
+    """Make a shared array in the worker, keep it, return nothing."""
+    kept = zc.empty(n)
+    kept[:] = value
+    _STASH.append(kept)
+
+
+def with_views(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A new array and two views of it, in one result."""
+    y = a * 2
+    return y, y[:10], y.T
+
+
+def argument_and_view(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The argument and a view of it, in one result."""
+    return a, a[:10]

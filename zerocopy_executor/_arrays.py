@@ -6,6 +6,7 @@ import math
 import operator
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ __all__ = [
     "TASK_MEMORY",
     "empty",
     "empty_like",
+    "has_views",
     "is_shared",
     "process_allocator",
     "share",
@@ -112,7 +114,15 @@ def _allocate(
             array.fill(0)
         return array
     buffer, _ = process_allocator(max(nbytes, 1))  # mmap cannot map zero bytes
-    return np.ndarray(dims, descr, buffer=buffer, order=order)  # a new segment is all zeros
+    root = np.frombuffer(buffer, dtype=np.uint8)  # every view's base, watched (see has_views)
+    buffer.views = weakref.ref(root)
+    return np.ndarray(dims, descr, buffer=root, order=order)  # a new segment is all zeros
+
+
+def has_views(buffer: _segments.SegmentBuffer) -> bool:
+    """Whether an array made by empty() & co. still views buffer (False if not made there)."""
+    root = buffer.views
+    return root is not None and root() is not None
 
 
 def zeros(

@@ -185,11 +185,14 @@ def encode_function(fn: Any) -> tuple[Payload, bool] | None:
 
 
 def encode_result(result: Any, session: EncodeSession) -> Payload:
-    """Pickle a task's result, sharing its large arrays and buffers."""
+    """Pickle a task's result, sharing its large arrays and buffers.
+
+    The caller hands the segments over (``session.hand_over()``) once it knows the
+    payload is the one it sends.
+    """
     buffer = io.BytesIO()
     start = len(session.out_of_band)
     ResultPickler(buffer, session).dump(result)
-    session.hand_over()
     return session.payload(buffer.getvalue(), start)
 
 

@@ -62,7 +62,7 @@ class TaskDecodeSession(DecodeSession):
     call we can tell whether the function kept any of them.
     """
 
-    __slots__ = ("_lent", "_roots", "_spare", "buffers", "taken_nbytes")
+    __slots__ = ("_lent", "_roots", "_spare", "buffers", "inputs", "private", "taken_nbytes")
 
     def __init__(self) -> None:
         super().__init__()
@@ -73,10 +73,16 @@ class TaskDecodeSession(DecodeSession):
         self._spare: dict[str, _segments.SegmentBuffer] = {}
         self._lent: _segments.SegmentBuffer | None = None  # lent for the result, not yet taken
         self.taken_nbytes = 0  # the array the function placed in it (see take_lent)
+        # Segments received by reference (the parent's shared arrays), and those only
+        # this task sees (copied arguments, the segment lent for the result): see
+        # EncodeSession's inputs and private.
+        self.inputs: set[str] = set()
+        self.private: set[str] = set()
 
     def base_for(self, buffer: _segments.SegmentBuffer, ref: _arrayref.ArrayRef) -> Any:
         """Return a per-task root for lent segments, the mapping otherwise."""
         self.buffers[buffer.name] = buffer
+        (self.private if ref.scratch else self.inputs).add(buffer.name)
         if ref.scratch and ref.lent:  # views of it have a root: kept() can see them
             self._spare[buffer.name] = buffer
         return self.root(buffer) if ref.lent else buffer
@@ -85,6 +91,7 @@ class TaskDecodeSession(DecodeSession):
         """Record the segment the parent lent for this task's result."""
         self.buffers[buffer.name] = buffer
         self._spare[buffer.name] = buffer
+        self.private.add(buffer.name)
         self._lent = buffer
 
     def claim_lent(self, nbytes: int) -> None:

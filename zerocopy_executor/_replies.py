@@ -57,7 +57,7 @@ def decode_reply(receiver: ReplyReceiver, data: Any, tally: dict[str, int] | Non
         tally: the paths the result's arrays took (None: a plain result).
         lend_hint: the size of the segment to lend for the next results; negative if
             the function made its result in shared memory during the call (see
-            _worker._encode_result).
+            _worker._lend_hint).
 
     Raises:
         SegmentError: a segment is gone or a descriptor is out of bounds.

@@ -79,6 +79,9 @@ class SegmentBuffer(mmap.mmap):
     # segment may be reused when it dies.
     lease: weakref.ref[Any] | None = None
     recyclable: bool = True
+    # Set by _arrays for a segment it allocated: the root every array made there views,
+    # alive as long as one of them is (a worker checks it before handing the segment over).
+    views: weakref.ref[Any] | None = None
 
 
 class _Ownership:

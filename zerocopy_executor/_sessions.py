@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from collections.abc import Collection
 from typing import Any, Protocol
 
 import numpy as np
@@ -56,6 +57,14 @@ class EncodeSession:
         spare: recycled segments a result may be copied into rather than a new
             segment (their mappings and a per-task root over each): the one the
             parent lent for it, and the task's copied arguments nothing views any more.
+        inputs: (results) segments the task received by reference: a result array
+            in one goes back by reference, as a view of a shared input.
+        private: (results) segments only this task's function could see (its copied
+            arguments, the segment lent for its result); with the segments this
+            process owns, a result array in one goes back by reference unless another
+            array of the result overlaps it. None: nothing but inputs goes by reference.
+            Any other shared memory (kept from an earlier task) is copied, as pickling
+            would copy it.
     """
 
     __slots__ = (
@@ -63,26 +72,41 @@ class EncodeSession:
         "buffers",
         "copied_nbytes",
         "copies",
+        "extents",
         "handed_over",
         "handover",
+        "inputs",
         "made_nbytes",
         "out_of_band",
         "pinned",
         "policy",
+        "private",
         "scratch_sizes",
         "spare",
         "tally",
+        "watched",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - all but two are keyword-only options of a result's pass
         self,
         policy: SharingPolicy,
         allocate: SegmentAllocator,
         *,
         handover: bool,
         spare: list[tuple[_segments.SegmentBuffer, NDArray[Any]]] | None = None,
+        inputs: Collection[str] = (),
+        private: Collection[str] | None = (),
     ) -> None:
         self.policy = policy
+        self.inputs = inputs
+        self.private = private
+        # Address ranges of the result arrays sent by reference from private memory: an
+        # array overlapping one is copied, so that a result's arrays never alias each
+        # other (pickling gives each its own memory).
+        self.extents: list[tuple[int, int, bool]] = []  # (first, end, immutable)
+        # The private segments those arrays lie in: the worker checks, once the result
+        # is dropped, that the function kept no view of them (see _worker).
+        self.watched: list[_segments.SegmentBuffer] = []
         self.allocate = allocate
         self.handover = handover
         self.spare = spare or []
@@ -135,6 +159,13 @@ class EncodeSession:
         self.out_of_band.append(_arrayref.pack(ref))
         return False
 
+    def drop_views(self) -> None:
+        """Let go of the arrays and roots this pass held (the payload is made).
+
+        Whatever still views a watched segment afterwards, the function kept.
+        """
+        self.spare, self.pinned, self.copies = [], [], []
+
     def hand_over(self) -> None:
         """The payload is made: the receiver, not this process, now unlinks its segments."""
         for buffer in self.handed_over:
@@ -174,6 +205,8 @@ class EncodeSession:
     def _shared_already(self, array: NDArray[Any], immutable: bool) -> _arrayref.ArrayRef | None:
         """Array's descriptor if its memory is shared: a segment, a file, or a copy in this payload."""
         found = _arrayref.locate(array)
+        if found is not None and self.handover and not self._result_may_refer(array, found[0], immutable):
+            return None  # copied like a plain array
         if found is not None:
             buffer, offset = found
             handover = self.handover and (buffer in self.handed_over or _segments.is_owned(buffer))
@@ -203,6 +236,31 @@ class EncodeSession:
                         writeable=arrives_writeable(array),
                     )
         return None
+
+    def _result_may_refer(
+        self, array: NDArray[Any], buffer: _segments.SegmentBuffer, immutable: bool
+    ) -> bool:
+        """Whether a result array in this segment may go back by reference (see inputs, private).
+
+        A segment from an earlier task may be gone, or be another result's already, and
+        an array the function keeps must not change under the parent: only shared inputs
+        and memory private to this call qualify, and no two arrays of a result overlap
+        (but immutable buffers: nothing writes through those).
+        """
+        if buffer.name in self.inputs:
+            return True
+        if self.private is None:
+            return False
+        private = buffer.name in self.private or buffer in self.handed_over
+        if not private and not (_segments.is_owned(buffer) and buffer.views is not None):
+            return False
+        low, high = _arrayref.address_extent(array)
+        for first, end, frozen in self.extents:
+            if low < end and first < high and not (immutable and frozen):
+                return False
+        self.extents.append((low, high, immutable))
+        self.watched.append(buffer)
+        return True
 
     def _copy_into_segment(self, array: NDArray[Any], immutable: bool) -> _arrayref.ArrayRef:
         base: Any  # the mapping, or a lease or per-task root over it

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
@@ -153,7 +153,7 @@ def run_task(task: tuple[_codec.Payload, str | None]) -> Reply:
     Returns the encoded result and the path counts of its arrays, or a plain result
     (scalars, strings, short containers of them) as it is and None; then the names of
     recycled segments the function kept views of (the parent must not reuse those),
-    and the lend hint (see _encode_result).
+    and the lend hint (see _lend_hint).
     """
     payload, lend_name = task
     if payload == WITHDRAWN:
@@ -173,23 +173,32 @@ def run_task(task: tuple[_codec.Payload, str | None]) -> Reply:
     call = [fn, args, kwargs]  # _run empties it: no frame here may keep the arguments alive
     del fn, args, kwargs
     try:
-        data, tally, kept, lend_hint = _run(call, decoding, arena)
+        data, encoding = _run(call, decoding, arena)
     finally:
         # Also when the task raised: an array born in the lent segment (kept by the
         # function, or by the traceback) must keep its mapping while it lives.
         outlived = arena is not None and arena.close()
+    kept = decoding.kept()  # the function's locals and its result are gone by now
     if outlived:  # the function kept an array that lies in the lent segment
         kept.append(lent.name)  # type: ignore[union-attr]  # an arena implies lent
+    if encoding is None:  # a plain result: the pool pickles it as it is
+        tally, lend_hint = None, -decoding.taken_nbytes
+    else:
+        data, encoding = _hand_over(data, encoding, kept, decoding.inputs)
+        tally, lend_hint = encoding.tally, _lend_hint(encoding, decoding.taken_nbytes)
     if _allocator.AVAILABLE:  # results can be born in a lent segment: always lend one
         lend_hint = -abs(lend_hint)
     return data, tally, kept, lend_hint
 
 
-def _run(call: list[Any], decoding: _codec.TaskDecodeSession, arena: _allocator.TaskArena | None) -> Reply:
-    """Call the function, then encode its result; return the reply (see run_task), kept names so far.
+def _run(
+    call: list[Any], decoding: _codec.TaskDecodeSession, arena: _allocator.TaskArena | None
+) -> tuple[Any, _codec.EncodeSession | None]:
+    """Call the function, then encode its result; return it and its encoding (None if plain).
 
-    The call's list is emptied first: what the function was given must be unreachable
-    once it returns, or kept() would take the arguments for views the function kept.
+    The call's list is emptied first, and the result is dropped once encoded: what the
+    function was given or returned must be unreachable afterwards, or kept() would
+    take it for views the function kept.
     """
     fn, args, kwargs = call
     call.clear()
@@ -199,13 +208,57 @@ def _run(call: list[Any], decoding: _codec.TaskDecodeSession, arena: _allocator.
     if born:  # an array was born there: nothing may overwrite it
         decoding.claim_lent(born)
     if _codec.is_plain(result):  # nothing to share: the pool pickles it as it is
-        data, tally, lend_hint = result, None, -decoding.taken_nbytes
-    else:
-        # Results go into the lent segment, or into copied arguments the call is done
-        # with: their pages are warm, and no third copy of the data exists (W2: two, not three).
-        data, tally, lend_hint = _encode_result(result, decoding.spare(), decoding.taken_nbytes)
+        return result, None
+    # Results go into the lent segment, or into copied arguments the call is done
+    # with: their pages are warm, and no third copy of the data exists (W2: two, not three).
+    encoding = _result_session(decoding.spare(), decoding.inputs, decoding.private)
+    data = _codec.encode_result(result, encoding)
     del result
-    return data, tally, decoding.kept(), lend_hint
+    encoding.drop_views()
+    return data, encoding
+
+
+def _result_session(
+    spare: list[tuple[_segments.SegmentBuffer, Any]] | None = None,
+    inputs: Collection[str] = (),
+    private: Collection[str] | None = (),
+) -> _codec.EncodeSession:
+    """An encoding of a result whose large arrays are handed to the parent (see EncodeSession)."""
+    return _codec.EncodeSession(
+        _POLICY, _arrays.process_allocator, handover=True, spare=spare, inputs=inputs, private=private
+    )
+
+
+def _hand_over(
+    data: _codec.Payload, encoding: _codec.EncodeSession, kept: list[str], inputs: Collection[str]
+) -> tuple[_codec.Payload, _codec.EncodeSession]:
+    """Hand the result's segments to the parent, unless the function kept a view of one.
+
+    An array sent by reference from memory the function still sees would change under
+    the parent when the worker writes it (a cache in a global, say), and the parent's
+    writes would reach the worker: ProcessPoolExecutor gives the parent a copy. Then
+    the result is rebuilt here and encoded again with its arrays copied, but for views
+    of shared inputs. Returns the payload to send and its encoding.
+    """
+    if any(buffer.name in kept or _arrays.has_views(buffer) for buffer in encoding.watched):
+        result = _codec.decode(data)
+        encoding = _result_session(inputs=inputs, private=None)
+        data = _codec.encode_result(result, encoding)
+        del result
+    encoding.hand_over()
+    return data, encoding
+
+
+def _lend_hint(encoding: _codec.EncodeSession, taken_nbytes: int) -> int:
+    """The size of the segment the parent should lend for the next result.
+
+    Positive if the result was copied after the call (so a copied argument's segment,
+    free by then, does as well), negative if the function made it in shared memory
+    during the call (zerocopy_executor.empty in the worker), when only a lent segment
+    is free.
+    """
+    made = max(encoding.made_nbytes, taken_nbytes)
+    return -made if made >= encoding.copied_nbytes and made else encoding.copied_nbytes
 
 
 def _call(
@@ -235,23 +288,6 @@ def _take_from_arena(decoding: _codec.TaskDecodeSession, arena: _allocator.TaskA
     return decoding.take_lent(nbytes)
 
 
-def _encode_result(
-    result: Any, spare: list[tuple[_segments.SegmentBuffer, Any]] | None = None, taken_nbytes: int = 0
-) -> tuple[_codec.Payload, dict[str, int], int]:
-    """Encode a result, its large arrays handed to the parent; return it, its tally, a lend hint.
-
-    The hint asks the parent to lend a segment of that many bytes for the next result:
-    positive if it was copied after the call (so a copied argument's segment, free by
-    then, does as well), negative if the function made it in shared memory during the
-    call (zerocopy_executor.empty in the worker), when only a lent segment is free.
-    """
-    encoding = _codec.EncodeSession(_POLICY, _arrays.process_allocator, handover=True, spare=spare)
-    data = _codec.encode_result(result, encoding)
-    made = max(encoding.made_nbytes, taken_nbytes)
-    hint = -made if made >= encoding.copied_nbytes and made else encoding.copied_nbytes
-    return data, encoding.tally, hint
-
-
 def run_chunk(fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> list[Any]:
     """Run fn over one chunk of map()'s argument tuples."""
     return [fn(*args) for args in chunk]
@@ -268,4 +304,9 @@ def run_plain_chunk(
     results = run_chunk(_callable(function, reusable, None), pickle.loads(chunk))
     if _codec.is_plain(results):
         return results
-    return ChunkReply(token, *_encode_result(results))
+    encoding = _result_session()
+    data = _codec.encode_result(results, encoding)
+    del results
+    encoding.drop_views()
+    data, encoding = _hand_over(data, encoding, [], ())
+    return ChunkReply(token, data, encoding.tally, _lend_hint(encoding, 0))

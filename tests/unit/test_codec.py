@@ -188,6 +188,8 @@ def test_handover_disowns_and_receiver_takes_ownership():
     s = session(handover=True)
     payload = _codec.encode_result(out, s)
     buffer = s.buffers[0]
+    assert _segments.is_owned(buffer)  # until the caller knows it sends this payload
+    s.hand_over()
     assert not _segments.is_owned(buffer)
     adopted = []
     back = _codec.decode(payload, _codec.DecodeSession(adopted.append))

@@ -17,7 +17,9 @@ from zerocopy_executor import SegmentError, _codec, _config, _namespace, _replie
 def worker_encoded(value, handover=True):
     """Encode value as a worker encodes a result; return the bytes and the session."""
     session = _codec.EncodeSession(_config.SharingPolicy(), _allocate, handover=handover)
-    return _codec.encode_result(value, session), session
+    payload = _codec.encode_result(value, session)
+    session.hand_over()
+    return payload, session
 
 
 def _allocate(nbytes):
