@@ -826,6 +826,44 @@ def scenario_segment_made_again(start_method: str, direction: str, who: str) -> 
     return 0
 
 
+def scenario_memmap_swapped_for_fifo(start_method: str, directory: str) -> int:
+    """A read-only memmap argument's file is replaced by a FIFO before the busy worker maps it."""
+    seen = Seen()
+    path = os.path.join(directory, "data.bin")
+    written = np.memmap(path, dtype=np.float64, mode="w+", shape=(MiB,))
+    written[:] = 1.0
+    written.flush()
+    mapped = np.memmap(path, dtype=np.float64, mode="r", shape=(MiB,))
+    with zc.SharedArrayExecutor(1, mp_context=context(start_method)) as ex:
+        outcomes = [outcome(ex.submit(task_total, mapped), float(MiB))]
+        busy = ex.submit(task_slow_total, np.ones(4), 1.0)
+        swapped = ex.submit(task_total, mapped)
+        os.unlink(path)
+        os.mkfifo(path)
+        try:
+            exc = swapped.exception(timeout=15)
+            error = "none" if exc is None else f"{type(exc).__name__}: {exc}"
+        except FutureTimeout:
+            error = "hung: the worker never finished mapping the file"
+            emit("REPORT", error=error)  # shutdown() will hang too: say why before it does
+        outcomes += [outcome(busy), outcome(ex.submit(task_total, np.ones(4)), 4.0)]
+        seen.look()
+        del busy, swapped
+        started = time.monotonic()
+    shutdown_seconds = time.monotonic() - started
+    del written, mapped
+    collect()
+    emit(
+        "REPORT",
+        error=error,
+        outcomes=outcomes,
+        shutdown_seconds=shutdown_seconds,
+        left=segments_of(seen.pids),
+        procs=seen.listing(),
+    )
+    return 0
+
+
 IDLE_WAIT_SECONDS = 15.0
 
 

@@ -455,6 +455,21 @@ def test_segment_name_made_again_is_refused_not_mapped(tmp_path, reaper, start_m
     assert_nothing_left(run, reaper)
 
 
+def test_memmap_file_swapped_for_a_fifo_fails_its_task_without_hanging(tmp_path, reaper, start_method):
+    """A memmap's file replaced by a FIFO before the worker maps it: SegmentError, no hang at shutdown."""
+    run = run_scenario(
+        tmp_path, reaper, "scenario_memmap_swapped_for_fifo", start_method, str(tmp_path), timeout=40
+    )
+    report = run.report
+    assert report["error"].startswith("SegmentError: "), report["error"]
+    assert "not a regular file" in report["error"], report["error"]
+    assert report["outcomes"] == ["ok"] * 3, run.explain()
+    assert report["shutdown_seconds"] < 10, run.explain()
+    assert report["left"] == [], run.explain()
+    assert_quiet(run)
+    assert_nothing_left(run, reaper)
+
+
 @pytest.mark.parametrize("how", ["unlinked", "forged", "unlinked-in-map"])
 def test_result_rebuild_failure_fails_only_that_future(tmp_path, reaper, start_method, how):
     """A result the parent cannot rebuild fails its future (or map item): SegmentError; the pool works on."""
