@@ -273,12 +273,23 @@ class ForgedArray:
         return (_decoding._rebuild, tuple(self.ref))
 
 
-def forged_ref(name: str, offset: int, shape: tuple[int, ...], strides: tuple[int, ...] | None = None) -> Any:
-    """An ArrayRef of float64 with the given geometry; fields added later default to False."""
+def forged_ref(
+    name: str,
+    offset: int,
+    shape: tuple[int, ...],
+    strides: tuple[int, ...] | None = None,
+    segment_id: tuple[int, int, int] | None = None,
+) -> Any:
+    """An ArrayRef of float64 with the given geometry; fields added later default to False.
+
+    Its segment_id is the one given, else that of the segment of that name this process
+    maps, if any: only the geometry is forged.
+    """
     from zerocopy_executor._arrayref import ArrayRef
 
     if strides is None:
         strides = tuple(int(8 * np.prod(shape[i + 1 :])) for i in range(len(shape)))
+    mapped = _segments._TABLE.get(name)
     known: dict[str, Any] = {
         "name": name,
         "offset": offset,
@@ -286,13 +297,66 @@ def forged_ref(name: str, offset: int, shape: tuple[int, ...], strides: tuple[in
         "strides": strides,
         "dtype": np.dtype(np.float64),
         "writeable": True,
+        "segment_id": segment_id or (None if mapped is None else mapped.identity),
     }
     return ArrayRef(**{f: known.get(f, False) for f in ArrayRef._fields})
 
 
-def task_return_forged(name: str, offset: int, n: int) -> ForgedArray:
+def task_return_forged(name: str, offset: int, n: int, segment_id: tuple[int, int, int]) -> ForgedArray:
     """Return a result whose descriptor points past the end of a real segment."""
-    return ForgedArray(forged_ref(name, offset, (n,)))
+    return ForgedArray(forged_ref(name, offset, (n,), segment_id=segment_id))
+
+
+NOBODY = 65534  # the uid of another user of the machine
+_KEPT: list[np.ndarray] = []  # what a worker keeps past its task (see task_keep)
+
+
+def make_again(name: str, nbytes: int, value: float, uid: int | None) -> int:
+    """Create a file of nbytes (float64 values) at a segment's unlinked name; return its inode.
+
+    With a uid, a forked child that became that user creates it: another user of the
+    machine taking the name.
+    """
+    path = os.path.join(SHM_DIR, name)
+    data = np.full(nbytes // 8, value).tobytes()
+    pid = os.fork()
+    if pid == 0:  # only system calls until _exit: the forking process has threads
+        code = 1
+        try:
+            if uid is not None:
+                os.setgid(uid)
+                os.setuid(uid)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            os.write(fd, data)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        msg = f"could not create {path} as uid {uid}"
+        raise RuntimeError(msg)
+    return os.stat(path).st_ino
+
+
+def task_keep(a: np.ndarray) -> None:
+    """Keep the argument (a view of a shared array) in this worker past the task, as a cache would."""
+    _KEPT.append(a)
+
+
+def task_return_kept() -> np.ndarray:
+    return _KEPT.pop()
+
+
+def task_shared_result_made_again(n: int, uid: int | None) -> np.ndarray:
+    """Return a shared result whose name this worker unlinked and had created again (by uid)."""
+    before = set(segments_of([os.getpid()]))
+    out = zc.empty(n)
+    out[:] = 1.0
+    (name,) = set(segments_of([os.getpid()])) - before
+    size = os.stat(os.path.join(SHM_DIR, name)).st_size
+    os.unlink(os.path.join(SHM_DIR, name))
+    make_again(name, size, 7.0, uid)
+    return out
 
 
 # --- scenarios -----------------------------------------------------------------
@@ -640,7 +704,9 @@ def scenario_result_rebuild_fails(start_method: str, how: str) -> int:
             if how == "unlinked":
                 ex.submit(task_shared_result_unlinked, MiB).result(timeout=TIMEOUT)
             elif how == "forged":  # a descriptor 8 bytes past the segment's end
-                ex.submit(task_return_forged, name, _past_end(name, MiB), MiB).result(timeout=TIMEOUT)
+                identity, offset = _segments._TABLE.get(name).identity, _past_end(name, MiB)
+                # The future is not kept: its error's traceback holds the keeper's mapping.
+                ex.submit(task_return_forged, name, offset, MiB, identity).result(timeout=TIMEOUT)
             else:  # map() over plain arguments: the reply decodes in the manager thread
                 results = ex.map(
                     task_shared_result_unlinked_if, [MiB] * 3, [False, True, False], timeout=TIMEOUT
@@ -701,6 +767,100 @@ def scenario_segment_security(start_method: str) -> int:
         del made, shared, result
         collect()
     emit("REPORT", modes=modes, left=segments_of(seen.pids), procs=seen.listing())
+    return 0
+
+
+def scenario_segment_made_again(start_method: str, direction: str, who: str) -> int:
+    """A segment's name is unlinked and created again (by another user) before the parent maps it.
+
+    direction: "returned_view", a worker returns a view it kept of a segment the parent
+    has since released; "handed_over", a result the worker made and handed over.
+    """
+    seen = Seen()
+    uid = NOBODY if who == "other_uid" else None
+    released = True
+    with zc.SharedArrayExecutor(1, mp_context=context(start_method)) as ex:
+        if direction == "returned_view":
+            before = set(segments_of([os.getpid()]))
+            victim = zc.empty(MiB)
+            victim[:] = 1.0
+            name = _find_new_segment(before)
+            size = os.stat(os.path.join(SHM_DIR, name)).st_size
+            ex.submit(task_keep, victim).result(timeout=TIMEOUT)
+            del victim
+            collect()
+            released = not os.path.exists(os.path.join(SHM_DIR, name))
+            make_again(name, size, 7.0, uid)
+            future = ex.submit(task_return_kept)
+        else:
+            future = ex.submit(task_shared_result_made_again, MiB, uid)
+        try:
+            value = future.result(timeout=TIMEOUT)
+            error = f"none: the result holds {value[:2]} (the other file holds 7.0)"
+            del value
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        del future
+        collect()
+        seen.look()
+        # What is linked now under our names: the other file, which is not ours to unlink.
+        others = {name: os.stat(os.path.join(SHM_DIR, name)).st_uid for name in segments_of(seen.pids)}
+        outcomes = [
+            outcome(ex.submit(task_shared_result, MiB, 3.0), np.full(MiB, 3.0)),
+            outcome(ex.submit(task_total, np.ones(2 * MiB)), float(2 * MiB)),
+        ]
+        for name in others:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(SHM_DIR, name))
+        seen.look()
+    collect()
+    emit(
+        "REPORT",
+        error=error,
+        released=released,
+        others=others,
+        outcomes=outcomes,
+        left=segments_of(seen.pids),
+        procs=seen.listing(),
+    )
+    return 0
+
+
+def scenario_memmap_swapped_for_fifo(start_method: str, directory: str) -> int:
+    """A read-only memmap argument's file is replaced by a FIFO before the busy worker maps it."""
+    seen = Seen()
+    path = os.path.join(directory, "data.bin")
+    written = np.memmap(path, dtype=np.float64, mode="w+", shape=(MiB,))
+    written[:] = 1.0
+    written.flush()
+    mapped = np.memmap(path, dtype=np.float64, mode="r", shape=(MiB,))
+    with zc.SharedArrayExecutor(1, mp_context=context(start_method)) as ex:
+        outcomes = [outcome(ex.submit(task_total, mapped), float(MiB))]
+        busy = ex.submit(task_slow_total, np.ones(4), 1.0)
+        swapped = ex.submit(task_total, mapped)
+        os.unlink(path)
+        os.mkfifo(path)
+        try:
+            exc = swapped.exception(timeout=15)
+            error = "none" if exc is None else f"{type(exc).__name__}: {exc}"
+        except FutureTimeout:
+            error = "hung: the worker never finished mapping the file"
+            emit("REPORT", error=error)  # shutdown() will hang too: say why before it does
+        outcomes += [outcome(busy), outcome(ex.submit(task_total, np.ones(4)), 4.0)]
+        seen.look()
+        del busy, swapped
+        started = time.monotonic()
+    shutdown_seconds = time.monotonic() - started
+    del written, mapped
+    collect()
+    emit(
+        "REPORT",
+        error=error,
+        outcomes=outcomes,
+        shutdown_seconds=shutdown_seconds,
+        left=segments_of(seen.pids),
+        procs=seen.listing(),
+    )
     return 0
 
 

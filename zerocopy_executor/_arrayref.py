@@ -36,6 +36,9 @@ class ArrayRef(NamedTuple):
     # For a memory-mapped file (name is its path): the mapped file's (device major,
     # minor, inode), so that a file replaced at that path is refused (see _files).
     file_id: tuple[int, int, int] | None = None
+    # For a segment: its (owner uid, device, inode), so that a name unlinked and made
+    # again by someone else is refused (see _identity).
+    segment_id: tuple[int, int, int] | None = None
 
 
 def byte_extent(shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> tuple[int, int]:
@@ -79,7 +82,10 @@ def describe(
 ) -> ArrayRef:
     """Return the ArrayRef of array, a view of buffer starting offset bytes in."""
     writeable = bool(array.flags.writeable)
-    return ArrayRef(buffer.name, offset, array.shape, array.strides, array.dtype, writeable, handover, lent)
+    shape, strides, dtype, identity = array.shape, array.strides, array.dtype, buffer.identity
+    return ArrayRef(
+        buffer.name, offset, shape, strides, dtype, writeable, handover, lent, False, None, identity
+    )
 
 
 def pack(ref: ArrayRef) -> tuple[Any, ...]:
@@ -145,7 +151,7 @@ def rebuild(
     low, high = byte_extent(shape, strides, dtype.itemsize) if len(shape) == len(strides) else (-1, -1)
     if _files.is_file_name(name):
         return _rebuild_file_view(ref, dtype, low, high)
-    buffer = _segments.attach(name, populate=ref.lent)  # a lent (recycled) copy is read whole
+    buffer = _segments.attach(name, ref.segment_id, populate=ref.lent)  # a lent (recycled) copy is read whole
     if offset + low < 0 or offset + high > len(buffer):
         msg = (
             f"descriptor for segment {name!r} (offset {offset}, shape {shape}, strides {strides}) "

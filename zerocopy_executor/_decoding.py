@@ -150,8 +150,8 @@ def _rebuild(*fields: Any) -> NDArray[Any]:
     try:
         array, buffer = _arrayref.rebuild(ref, base_for)
     except SegmentError:
-        if ref.handover:  # it was handed to us: its registration is ours to end
-            _segments.unlink(ref.name, unregister_if_gone=True)
+        if ref.handover:  # handed to us: ours to unregister, and to unlink while the name is still its
+            _segments.unlink(ref.name, unregister_if_gone=True, identity=ref.segment_id)
         raise
     if ref.handover and buffer is not None:
         _segments.take_ownership(buffer)

@@ -9,7 +9,8 @@ copy semantics and takes the ordinary paths.
 The descriptor is an ArrayRef whose name is the file's absolute path, whose offset is
 the file position of the array's first element (segment names never start with '/'),
 and whose file_id is the mapped file's device and inode, read from /proc/self/maps
-(Linux; elsewhere None, and unchecked). The receiver opens the path once, refuses a
+(Linux; elsewhere None, and unchecked). The receiver opens the path once, without
+blocking, refuses anything but a regular file (a FIFO put at the path would block it), a
 different file (replaced behind our back) or one now too short (truncated), and maps
 the part the view spans through that same descriptor: read-only unless the sender's
 view was writable, never growing the file.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import weakref
 from typing import Any
 
@@ -91,11 +93,13 @@ def map_region(
     """Map bytes [low, high) of a file; return the mapping and low's offset in it.
 
     Raises:
-        SegmentError: the file is gone, unreadable, another file than the sender's, or
-            shorter than high.
+        SegmentError: the file is gone, unreadable, not a regular file, another file than
+            the sender's, or shorter than high.
     """
+    # Without O_NONBLOCK, opening a FIFO put at the path would wait for a writer forever.
+    flags = (os.O_RDWR if writeable else os.O_RDONLY) | os.O_NONBLOCK | os.O_NOCTTY
     try:
-        fd = os.open(path, os.O_RDWR if writeable else os.O_RDONLY)
+        fd = os.open(path, flags)
     except OSError as exc:
         msg = (
             f"memory-mapped file {path!r} is gone or unreadable ({exc.strerror}); keep the file "
@@ -104,6 +108,9 @@ def map_region(
         raise SegmentError(msg) from exc
     try:
         status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            msg = f"memory-mapped file {path!r} is not a regular file now: it was replaced behind our back"
+            raise SegmentError(msg)
         found = (os.major(status.st_dev), os.minor(status.st_dev), status.st_ino)
         if file_id is not None and found != tuple(file_id):
             msg = (

@@ -41,7 +41,7 @@ from collections.abc import Callable
 from multiprocessing import resource_tracker
 from typing import Any
 
-from . import _namespace, _reaper
+from . import _identity, _namespace, _reaper
 from ._errors import SegmentError
 
 __all__ = [
@@ -73,6 +73,7 @@ class SegmentBuffer(mmap.mmap):
     """A read-write mapping of one named segment; arrays view it as their buffer."""
 
     name: str
+    identity: _identity.Identity  # what a receiver checks the name against (see _identity)
     address: int
     ownership: _Ownership
     # Set by _pool for recycled segments: the current use's lease, and whether the
@@ -156,15 +157,15 @@ class _MappingTable:
 _TABLE = _MappingTable()
 
 
-def _map(fd: int, nbytes: int, name: str, *, populate: bool) -> SegmentBuffer:
+def _map(fd: int, status: os.stat_result, name: str, *, populate: bool) -> SegmentBuffer:
     # Pre-faulting a whole mapping in one call costs a fraction of faulting it page by
     # page, but is wasted on a task that touches a slice of a big shared array.
     flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
     if sys.version_info >= (3, 13):
-        buffer = SegmentBuffer(fd, nbytes, flags=flags, trackfd=False)
+        buffer = SegmentBuffer(fd, status.st_size, flags=flags, trackfd=False)
     else:
-        buffer = SegmentBuffer(fd, nbytes, flags=flags)
-    buffer.name = name
+        buffer = SegmentBuffer(fd, status.st_size, flags=flags)
+    buffer.name, buffer.identity = name, _identity.of(status)
     anchor = ctypes.c_char.from_buffer(buffer)
     buffer.address = ctypes.addressof(anchor)
     del anchor  # a live export would pin the mapping
@@ -225,7 +226,7 @@ def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = 
     try:
         os.ftruncate(fd, size)
         _reserve(fd, size)
-        buffer = _map(fd, size, name, populate=True)
+        buffer = _map(fd, os.fstat(fd), name, populate=True)
     except OSError as exc:
         unlink(name)
         raise SegmentError(_failure(f"cannot reserve {nbytes} bytes of shared memory", exc)) from exc
@@ -255,19 +256,21 @@ def _failure(what: str, exc: OSError) -> str:
     return f"{what}: {exc}; {remedy}"
 
 
-def attach(name: str, *, populate: bool = False) -> SegmentBuffer:
+def attach(name: str, identity: _identity.Identity | None, *, populate: bool = False) -> SegmentBuffer:
     """Map an existing segment (or reuse this process's mapping of it).
 
     Args:
         name: the segment's name.
+        identity: the segment's identity as its sender recorded it (see _identity); None is refused.
         populate: pre-fault the whole mapping (worth it when the whole segment will be
             touched, as for a copied argument).
 
     Raises:
-        SegmentError: the name is not one of ours, or the segment is gone or empty.
+        SegmentError: the name is not ours, or the segment is gone, empty, or not the sender's.
     """
     buffer = _TABLE.get(name)
     if buffer is not None:
+        _identity.check(name, buffer.identity, identity)
         return buffer
     if _namespace.creator_pid(name) is None:
         msg = f"refusing to attach segment {name!r}: not a zerocopy_executor segment name"
@@ -283,11 +286,12 @@ def attach(name: str, *, populate: bool = False) -> SegmentBuffer:
         )
         raise SegmentError(msg) from exc
     try:
-        size = os.fstat(fd).st_size
-        if size == 0:
+        status = os.fstat(fd)
+        _identity.check(name, _identity.of(status), identity)
+        if status.st_size == 0:
             msg = f"segment {name!r} is empty; it was truncated or replaced behind our back"
             raise SegmentError(msg)
-        buffer = _map(fd, size, name, populate=populate)
+        buffer = _map(fd, status, name, populate=populate)
     except OSError as exc:
         raise SegmentError(_failure(f"cannot map segment {name!r}", exc)) from exc
     finally:
@@ -334,23 +338,27 @@ def _release(ownership: _Ownership) -> None:
         hook(ownership.name)
 
 
-def unlink(name: str, *, unregister_if_gone: bool = False) -> bool:
+def unlink(
+    name: str, *, unregister_if_gone: bool = False, identity: _identity.Identity | None = None
+) -> bool:
     """Remove a segment's name; return False if it was already gone.
 
     The caller whose unlink succeeds is the one that unregisters it from the resource
     tracker, so the tracker sees exactly one unregister for its one register. An owner
     passes ``unregister_if_gone``: nobody else unregisters a segment its owner still
-    holds (a sweep spares running creators and what the sweeping process owns).
+    holds (a sweep spares running creators and what the sweeping process owns). Given
+    the segment's identity, a name that now stands for another file counts as gone.
     """
     path = "/" + name
+    gone = identity is not None and not _identity.stands_for(name, identity)
     try:
-        _posixshmem.shm_unlink(path)
+        if not gone:
+            _posixshmem.shm_unlink(path)
     except FileNotFoundError:
-        if unregister_if_gone:
-            resource_tracker.unregister(path, _RTYPE)
-        return False
-    resource_tracker.unregister(path, _RTYPE)
-    return True
+        gone = True
+    if not gone or unregister_if_gone:
+        resource_tracker.unregister(path, _RTYPE)
+    return not gone
 
 
 def release_tagged(tag: str, *, orphaned: bool = False) -> int:

@@ -145,12 +145,12 @@ class TaskEnvelope:
             if lend is not None:
                 session.pinned.append(lend[1])
                 session.buffers.append(lend[0])
-            lend_name = None if lend is None else lend[0].name
+            lent = None if lend is None else (lend[0].name, lend[0].identity)
             self._pinned, self._buffers = session.pinned, session.buffers
             self._call = None  # last: release() looks at it without the lock
             if session.tally:
                 state.stats.add(session.tally)
-        return (tuple, ((payload, lend_name),))
+        return (tuple, ((payload, lent),))
 
     def settle(self, *, recycle: bool, kept: list[str] | tuple[str, ...] = ()) -> None:
         """The task is over: release its segments and take it out of the tasks in flight.

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
-from . import _allocator, _arrays, _codec, _namespace, _pool, _segments
+from . import _allocator, _arrays, _codec, _identity, _namespace, _pool, _segments
 from ._config import SharingPolicy
 from ._errors import SharedArrayError
 from ._replies import ChunkReply
@@ -144,18 +144,19 @@ def _callable(data: _codec.Payload, cacheable: bool, decoding: _codec.TaskDecode
     return fn
 
 
-def run_task(task: tuple[_codec.Payload, str | None]) -> Reply:
+def run_task(task: tuple[_codec.Payload, tuple[str, _identity.Identity] | None]) -> Reply:
     """Decode a call, run it, and encode its result (large arrays go back by reference).
 
     Args:
-        task: the encoded call, and the name of a segment lent for the result (or None).
+        task: the encoded call, and the name and identity of a segment lent for the
+            result (or None).
 
     Returns the encoded result and the path counts of its arrays, or a plain result
     (scalars, strings, short containers of them) as it is and None; then the names of
     recycled segments the function kept views of (the parent must not reuse those),
     and the lend hint (see _lend_hint).
     """
-    payload, lend_name = task
+    payload, lend = task
     if payload == WITHDRAWN:
         msg = "this task was withdrawn before it was sent (its pool broke, or submit() failed)"
         raise SharedArrayError(msg)
@@ -163,8 +164,8 @@ def run_task(task: tuple[_codec.Payload, str | None]) -> Reply:
     (function, cacheable), args, kwargs = _codec.decode(payload, decoding)
     fn = _callable(function, cacheable, decoding)
     lent = None
-    if lend_name is not None:  # warm, and written whole: its page tables are filled in one call
-        lent = _segments.attach(lend_name, populate=True)
+    if lend is not None:  # warm, and written whole: its page tables are filled in one call
+        lent = _segments.attach(*lend, populate=True)
         decoding.lent_for_result(lent)
     if decoding.buffers:
         _CACHE.keep(list(decoding.buffers.values()))

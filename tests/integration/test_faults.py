@@ -434,6 +434,42 @@ def test_unlinked_argument_segment_fails_only_its_task(tmp_path, reaper, start_m
     assert_nothing_left(run, reaper)
 
 
+@pytest.mark.parametrize(
+    ("direction", "who"),
+    [("returned_view", "other_uid"), ("returned_view", "same_uid"), ("handed_over", "other_uid")],
+)
+def test_segment_name_made_again_is_refused_not_mapped(tmp_path, reaper, start_method, direction, who):
+    """A result segment's name unlinked and made again (by another user): SegmentError, never that file."""
+    if who == "other_uid" and os.geteuid() != 0:
+        pytest.skip("creates a file as another user (root)")
+    run = run_scenario(tmp_path, reaper, "scenario_segment_made_again", start_method, direction, who)
+    report = run.report
+    assert report["released"], run.explain()
+    assert report["error"].startswith("SegmentError: "), report["error"]
+    assert "is not the one its sender made" in report["error"], report["error"]
+    # The other file is left alone (not unlinked, not adopted): it is someone else's.
+    assert list(report["others"].values()) == [fs.NOBODY if who == "other_uid" else os.geteuid()], report
+    assert report["outcomes"] == ["ok", "ok"], run.explain()
+    assert report["left"] == [], run.explain()
+    assert_quiet(run)
+    assert_nothing_left(run, reaper)
+
+
+def test_memmap_file_swapped_for_a_fifo_fails_its_task_without_hanging(tmp_path, reaper, start_method):
+    """A memmap's file replaced by a FIFO before the worker maps it: SegmentError, no hang at shutdown."""
+    run = run_scenario(
+        tmp_path, reaper, "scenario_memmap_swapped_for_fifo", start_method, str(tmp_path), timeout=40
+    )
+    report = run.report
+    assert report["error"].startswith("SegmentError: "), report["error"]
+    assert "not a regular file" in report["error"], report["error"]
+    assert report["outcomes"] == ["ok"] * 3, run.explain()
+    assert report["shutdown_seconds"] < 10, run.explain()
+    assert report["left"] == [], run.explain()
+    assert_quiet(run)
+    assert_nothing_left(run, reaper)
+
+
 @pytest.mark.parametrize("how", ["unlinked", "forged", "unlinked-in-map"])
 def test_result_rebuild_failure_fails_only_that_future(tmp_path, reaper, start_method, how):
     """A result the parent cannot rebuild fails its future (or map item): SegmentError; the pool works on."""

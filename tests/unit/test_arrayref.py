@@ -36,7 +36,17 @@ def test_forged_descriptor_is_rejected(offset, shape, strides):
     """A descriptor pointing outside its segment raises SegmentError, never crashes."""
     a = zc.zeros(512)
     buffer, _ = _arrayref.locate(a)
-    ref = _arrayref.ArrayRef(buffer.name, offset, shape, strides, np.dtype(np.float64), True, False, False)
+    ref = _arrayref.ArrayRef(
+        buffer.name,
+        offset,
+        shape,
+        strides,
+        np.dtype(np.float64),
+        True,
+        False,
+        False,
+        segment_id=buffer.identity,
+    )
     with pytest.raises(SegmentError, match=r"points outside|cannot rebuild"):
         _arrayref.rebuild(ref)
 
@@ -83,6 +93,8 @@ def test_forged_dtype_is_rejected():
     """A descriptor whose dtype string is not one raises SegmentError."""
     a = zc.zeros(8)
     buffer, _ = _arrayref.locate(a)
-    ref = _arrayref.ArrayRef(buffer.name, 0, (8,), (8,), "not a dtype", True, False, False)
+    ref = _arrayref.ArrayRef(
+        buffer.name, 0, (8,), (8,), "not a dtype", True, False, False, segment_id=buffer.identity
+    )
     with pytest.raises(SegmentError, match="bad dtype"):
         _arrayref.rebuild(ref)

@@ -98,19 +98,19 @@ def test_segment_unlinked_when_last_view_dies():
 def test_attach_reuses_the_existing_mapping():
     """Attaching a segment already mapped here returns the same mapping."""
     buffer = _segments.create(4096, tag=TAG)
-    assert _segments.attach(buffer.name) is buffer
+    assert _segments.attach(buffer.name, buffer.identity) is buffer
 
 
 def test_attach_refuses_foreign_names():
     """Only names this library generates can be attached."""
     with pytest.raises(SegmentError, match="not a zerocopy_executor segment name"):
-        _segments.attach("psm_deadbeef")
+        _segments.attach("psm_deadbeef", (0, 0, 0))
 
 
 def test_attach_missing_segment_explains():
     """A segment unlinked before attach gives a SegmentError that says what to do."""
     with pytest.raises(SegmentError, match="was unlinked before this process attached it; keep"):
-        _segments.attach(f"zc_{os.getpid()}_{TAG}0000000000")
+        _segments.attach(f"zc_{os.getpid()}_{TAG}0000000000", (0, 0, 0))
 
 
 def test_unlink_is_idempotent():
