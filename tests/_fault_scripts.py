@@ -770,6 +770,16 @@ def scenario_segment_security(start_method: str) -> int:
     return 0
 
 
+def _names_and_paths(pids: Any) -> list[tuple[str, str]]:
+    return [(name, os.path.join(SHM_DIR, name)) for name in segments_of(pids)]
+
+
+def _holds_seven(path: str) -> bool:
+    """Whether a segment's file starts with the float 7.0 that make_again writes."""
+    with open(path, "rb") as f:
+        return f.read(8) == np.float64(7.0).tobytes()
+
+
 def scenario_segment_made_again(start_method: str, direction: str, who: str) -> int:
     """A segment's name is unlinked and created again (by another user) before the parent maps it.
 
@@ -803,8 +813,9 @@ def scenario_segment_made_again(start_method: str, direction: str, who: str) -> 
         del future
         collect()
         seen.look()
-        # What is linked now under our names: the other file, which is not ours to unlink.
-        others = {name: os.stat(os.path.join(SHM_DIR, name)).st_uid for name in segments_of(seen.pids)}
+        # The other file (it holds 7.0) is linked under our name still: not ours to unlink.
+        planted = [(name, path) for name, path in _names_and_paths(seen.pids) if _holds_seven(path)]
+        others = {name: os.stat(path).st_uid for name, path in planted}
         outcomes = [
             outcome(ex.submit(task_shared_result, MiB, 3.0), np.full(MiB, 3.0)),
             outcome(ex.submit(task_total, np.ones(2 * MiB)), float(2 * MiB)),

@@ -434,25 +434,35 @@ def test_unlinked_argument_segment_fails_only_its_task(tmp_path, reaper, start_m
     assert_nothing_left(run, reaper)
 
 
-@pytest.mark.parametrize(
-    ("direction", "who"),
-    [("returned_view", "other_uid"), ("returned_view", "same_uid"), ("handed_over", "other_uid")],
-)
-def test_segment_name_made_again_is_refused_not_mapped(tmp_path, reaper, start_method, direction, who):
-    """A result segment's name unlinked and made again (by another user): SegmentError, never that file."""
+def _made_again(tmp_path, reaper, start_method, direction, who):
+    """Run scenario_segment_made_again; check what every case shares, return its report."""
     if who == "other_uid" and os.geteuid() != 0:
         pytest.skip("creates a file as another user (root)")
     run = run_scenario(tmp_path, reaper, "scenario_segment_made_again", start_method, direction, who)
     report = run.report
     assert report["released"], run.explain()
-    assert report["error"].startswith("SegmentError: "), report["error"]
-    assert "is not the one its sender made" in report["error"], report["error"]
     # The other file is left alone (not unlinked, not adopted): it is someone else's.
     assert list(report["others"].values()) == [fs.NOBODY if who == "other_uid" else os.geteuid()], report
     assert report["outcomes"] == ["ok", "ok"], run.explain()
     assert report["left"] == [], run.explain()
     assert_quiet(run)
     assert_nothing_left(run, reaper)
+    return report
+
+
+@pytest.mark.parametrize("who", ["other_uid", "same_uid"])
+def test_segment_name_made_again_is_refused_not_mapped(tmp_path, reaper, start_method, who):
+    """A handed-over result's name unlinked and made again (by anyone): SegmentError, never that file."""
+    report = _made_again(tmp_path, reaper, start_method, "handed_over", who)
+    assert report["error"].startswith("SegmentError: "), report["error"]
+    assert "is not the one its sender made" in report["error"], report["error"]
+
+
+@pytest.mark.parametrize("who", ["other_uid", "same_uid"])
+def test_kept_view_of_a_released_segment_comes_back_with_its_values(tmp_path, reaper, start_method, who):
+    """A view a worker kept of a segment since released and made again comes back with its own values."""
+    report = _made_again(tmp_path, reaper, start_method, "returned_view", who)
+    assert report["error"] == "none: the result holds [1. 1.] (the other file holds 7.0)", report["error"]
 
 
 def test_memmap_file_swapped_for_a_fifo_fails_its_task_without_hanging(tmp_path, reaper, start_method):
