@@ -3,7 +3,7 @@
 Each process keeps a table of the segments it has mapped, so that any view of a
 shared array (a slice, a transpose, a view made by another library) is found by its
 address, and so that a segment already mapped here is never mapped twice: a result that
-is a view of a shared input then truly aliases it.
+is a view of a shared input then truly aliases it (see _mapping_table).
 
 The rules that keep /dev/shm clean (DESIGN.md facts 1, 3, 4 and 8):
 
@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import _posixshmem  # the primitive under multiprocessing.shared_memory on POSIX
 import atexit
-import bisect
 import ctypes
 import errno
 import itertools
 import mmap
 import os
 import sys
-import threading
 import weakref
 from collections.abc import Callable
 from multiprocessing import resource_tracker
@@ -43,6 +41,7 @@ from typing import Any
 
 from . import _identity, _namespace, _reaper
 from ._errors import SegmentError
+from ._mapping_table import MappingTable
 
 __all__ = [
     "SegmentBuffer",
@@ -96,65 +95,7 @@ class _Ownership:
         self.hooks: list[Callable[[str], None]] = []
 
 
-class _MappingTable:
-    """This process's live mappings, by name and by address (weakly held)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        os.register_at_fork(after_in_child=self._reinit_after_fork)
-        self.by_name: dict[str, weakref.ref[SegmentBuffer]] = {}
-        self.starts: list[int] = []
-        self.entries: list[tuple[int, int, weakref.ref[SegmentBuffer]]] = []
-
-    def _reinit_after_fork(self) -> None:
-        self.lock = threading.Lock()  # a lock held by a parent thread at fork stays held
-
-    def add(self, buffer: SegmentBuffer) -> weakref.ref[SegmentBuffer]:
-        ref = weakref.ref(buffer)  # dropped by the reaper when the mapping dies
-        start, end = buffer.address, buffer.address + len(buffer)
-        with self.lock:
-            self.by_name[buffer.name] = ref
-            index = bisect.bisect_left(self.starts, start)
-            self.starts.insert(index, start)
-            self.entries.insert(index, (start, end, ref))
-        return ref
-
-    def drop(self, ref: weakref.ref[SegmentBuffer]) -> None:
-        with self.lock:
-            for index, entry in enumerate(self.entries):
-                if entry[2] is ref:
-                    del self.entries[index]
-                    del self.starts[index]
-                    break
-            for name, candidate in list(self.by_name.items()):
-                if candidate is ref:
-                    del self.by_name[name]
-
-    def get(self, name: str) -> SegmentBuffer | None:
-        with self.lock:
-            ref = self.by_name.get(name)
-        return None if ref is None else ref()
-
-    def find(self, low: int, high: int) -> tuple[SegmentBuffer, int] | None:
-        with self.lock:
-            index = bisect.bisect_right(self.starts, low) - 1
-            # A mapping being torn down may still be listed beside a new one at the
-            # same address (munmap runs before weakref callbacks): skip dead entries.
-            while index >= 0:
-                start, end, ref = self.entries[index]
-                buffer = ref()
-                if buffer is not None:
-                    return (buffer, low - start) if high <= end else None
-                index -= 1
-        return None
-
-    def owned_names(self, pid: int) -> list[str]:
-        with self.lock:
-            buffers = [ref() for ref in self.by_name.values()]
-        return [b.name for b in buffers if b is not None and b.ownership.owner_pid == pid]
-
-
-_TABLE = _MappingTable()
+_TABLE: MappingTable[SegmentBuffer] = MappingTable()
 
 
 def _map(fd: int, status: os.stat_result, name: str, *, populate: bool) -> SegmentBuffer:

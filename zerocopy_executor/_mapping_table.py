@@ -1,0 +1,94 @@
+"""This process's live mappings of segments, by name and by address (weakly held).
+
+Any view of a shared array (a slice, a transpose, a view made by another library) is
+found by its address, and a segment already mapped here is found by its name, so it
+is never mapped twice (see _segments).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+import weakref
+from typing import Generic, Protocol, TypeVar
+
+__all__ = ["MappingTable"]
+
+
+class _Ownership(Protocol):
+    @property
+    def owner_pid(self) -> int | None: ...
+
+
+class _Mapping(Protocol):
+    """What the table reads of a mapping."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def address(self) -> int: ...
+    @property
+    def ownership(self) -> _Ownership: ...
+    def __len__(self) -> int: ...
+
+
+B = TypeVar("B", bound=_Mapping)
+
+
+class MappingTable(Generic[B]):
+    """This process's live mappings, by name and by address (weakly held)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._reinit_after_fork)
+        self.by_name: dict[str, weakref.ref[B]] = {}
+        self.starts: list[int] = []
+        self.entries: list[tuple[int, int, weakref.ref[B]]] = []
+
+    def _reinit_after_fork(self) -> None:
+        self.lock = threading.Lock()  # a lock held by a parent thread at fork stays held
+
+    def add(self, buffer: B) -> weakref.ref[B]:
+        ref = weakref.ref(buffer)  # dropped by the reaper when the mapping dies
+        start, end = buffer.address, buffer.address + len(buffer)
+        with self.lock:
+            self.by_name[buffer.name] = ref
+            index = bisect.bisect_left(self.starts, start)
+            self.starts.insert(index, start)
+            self.entries.insert(index, (start, end, ref))
+        return ref
+
+    def drop(self, ref: weakref.ref[B]) -> None:
+        with self.lock:
+            for index, entry in enumerate(self.entries):
+                if entry[2] is ref:
+                    del self.entries[index]
+                    del self.starts[index]
+                    break
+            for name, candidate in list(self.by_name.items()):
+                if candidate is ref:
+                    del self.by_name[name]
+
+    def get(self, name: str) -> B | None:
+        with self.lock:
+            ref = self.by_name.get(name)
+        return None if ref is None else ref()
+
+    def find(self, low: int, high: int) -> tuple[B, int] | None:
+        with self.lock:
+            index = bisect.bisect_right(self.starts, low) - 1
+            # A mapping being torn down may still be listed beside a new one at the
+            # same address (munmap runs before weakref callbacks): skip dead entries.
+            while index >= 0:
+                start, end, ref = self.entries[index]
+                buffer = ref()
+                if buffer is not None:
+                    return (buffer, low - start) if high <= end else None
+                index -= 1
+        return None
+
+    def owned_names(self, pid: int) -> list[str]:
+        with self.lock:
+            buffers = [ref() for ref in self.by_name.values()]
+        return [b.name for b in buffers if b is not None and b.ownership.owner_pid == pid]
