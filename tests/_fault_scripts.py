@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -75,19 +74,9 @@ def shm_bytes_of(pid: int) -> int:
     return total
 
 
-def fd_count(pid: int | str = "self", *, mappings: bool = True) -> int:
-    """Number of open file descriptors of a process (without those on /dev/shm files if not mappings)."""
-    fds = os.listdir(f"/proc/{pid}/fd")
-    if mappings:
-        return len(fds)
-    return sum(1 for fd in fds if not _points_into_shm(f"/proc/{pid}/fd/{fd}"))
-
-
-def _points_into_shm(link: str) -> bool:
-    try:
-        return os.readlink(link).startswith(SHM_DIR + "/")
-    except OSError:  # closed meanwhile
-        return False
+def fd_count(pid: int | str = "self") -> int:
+    """Number of open file descriptors of a process."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 # --- inside a scenario ---------------------------------------------------------
@@ -169,12 +158,10 @@ def task_die_holding_result(a: np.ndarray, how: str, seconds: float) -> np.ndarr
 def task_fd_report(a: np.ndarray) -> tuple[int, int, float]:
     """Return this worker's pid, its open descriptors and the argument's sum.
 
-    Before 3.13 every mapping keeps a duplicate of its segment's descriptor, and the
-    worker keeps recent mappings for later tasks (up to 2 GiB of them, dropped after 2 s
-    idle), so those follow how many segments it saw lately: they are left out, as the
-    parent's check allows one per live segment. Any other descriptor counts.
+    The worker keeps recent mappings for later tasks, but a mapping holds no
+    descriptor: every descriptor counts.
     """
-    return os.getpid(), fd_count(mappings=sys.version_info >= (3, 13)), float(a.sum())
+    return os.getpid(), fd_count(), float(a.sum())
 
 
 def task_fill_view(view: np.ndarray, value: float) -> tuple[int, float]:
@@ -927,8 +914,8 @@ def scenario_load_threads(start_method: str, n_tasks: str) -> int:
     seen.look()
     helpers = {pid: fd_count(pid) for pid in descendants(os.getpid())}
     t0 = time.monotonic()
-    # A quarter first, then the rest: descriptors may settle (pooled segments each
-    # keep one before 3.13) but must not grow with the number of tasks.
+    # A quarter first, then the rest: descriptors may settle but must not grow with
+    # the number of tasks, nor follow the live (or pooled) segments.
     call = lambda t, _i: (task_fd_report, arrays[t])  # noqa: E731
     results = _submit_from_threads(ex, n_threads, per_thread // 4, call)
     collect()
@@ -1061,6 +1048,75 @@ def scenario_many_live_results(start_method: str, n_results: str) -> int:
         held=count,
         correct=correct,
         fds=[fds_before, fds_holding],
+        left=segments_of(seen.pids),
+        procs=seen.listing(),
+    )
+    return 0
+
+
+RESULT_N = 40_000  # float64: 320,000 bytes, above the default min_nbytes: copied, not pickled
+
+
+def task_full(n: int, value: float) -> np.ndarray:
+    return np.full(n, value)
+
+
+def _collect_results(futures: list[Future[Any]]) -> tuple[list[np.ndarray], list[str]]:
+    """Results in order (None where lost), and why those were lost."""
+    held: list[Any] = []
+    lost: list[str] = []
+    for future in futures:
+        try:
+            held.append(future.result(timeout=TIMEOUT))
+        except Exception as exc:
+            held.append(None)
+            lost.append(f"{type(exc).__name__}: {exc}")
+    return held, lost
+
+
+def _share_and_send(ex: Any, n_arrays: int) -> str | None:
+    """Share a few arrays with zc.share and send each to a worker; None, or what went wrong."""
+    try:
+        shared = [zc.share(np.full(RESULT_N, 7.0)) for _ in range(n_arrays)]
+        totals = [ex.submit(task_total, a).result(timeout=TIMEOUT) for a in shared]
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None if totals == [7.0 * RESULT_N] * n_arrays else f"wrong totals {totals}"
+
+
+def scenario_descriptor_limit(start_method: str, limit: str, n_results: str) -> int:
+    """Keep n results of 320 KB under RLIMIT_NOFILE=limit, drop them, then share a few arrays."""
+    import resource
+
+    seen = Seen()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (int(limit), int(limit)))
+    with zc.SharedArrayExecutor(2, mp_context=context(start_method)) as ex:
+        for f in [ex.submit(task_wait_then, 0, 0.2, False) for _ in range(2)]:  # start both workers
+            f.result(timeout=TIMEOUT)
+        fds_before = fd_count()
+        futures = [ex.submit(task_full, RESULT_N, float(i)) for i in range(int(n_results))]
+        held, lost = _collect_results(futures)
+        del futures
+        fds_holding = fd_count()
+        wrong = sum(
+            a is not None and not (a.shape == (RESULT_N,) and bool((a == i).all()))
+            for i, a in enumerate(held)
+        )
+        seen.look()
+        del held
+        collect()
+        share_error = _share_and_send(ex, 4)
+        stats = ex.stats()
+        seen.look()
+    collect()
+    emit(
+        "REPORT",
+        lost=len(lost),
+        why=lost[:3],
+        wrong=wrong,
+        fds=[fds_before, fds_holding],
+        share_error=share_error,
+        arrays_pickled=stats.arrays_pickled,
         left=segments_of(seen.pids),
         procs=seen.listing(),
     )

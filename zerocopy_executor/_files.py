@@ -13,7 +13,8 @@ and whose file_id is the mapped file's device and inode, read from /proc/self/ma
 blocking, refuses anything but a regular file (a FIFO put at the path would block it), a
 different file (replaced behind our back) or one now too short (truncated), and maps
 the part the view spans through that same descriptor: read-only unless the sender's
-view was writable, never growing the file.
+view was writable, never growing the file. The mapping keeps no descriptor (see
+_fdless_mmap).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from . import _fdless_mmap
 from ._errors import SegmentError
 
 __all__ = ["FileId", "is_file_name", "locate", "map_region"]
@@ -124,9 +126,10 @@ def map_region(
             )
             raise SegmentError(msg)
         start = low - low % mmap.ALLOCATIONGRANULARITY
-        access = mmap.ACCESS_WRITE if writeable else mmap.ACCESS_READ
         try:
-            mapping = mmap.mmap(fd, high - start, access=access, offset=start)
+            mapping, _ = _fdless_mmap.map_shared(
+                mmap.mmap, fd, high - start, offset=start, writeable=writeable
+            )
         except (OSError, ValueError) as exc:
             msg = f"cannot map file {path!r}: {exc}; check that it is readable (and writable for 'r+')"
             raise SegmentError(msg) from exc

@@ -19,6 +19,8 @@ The rules that keep /dev/shm clean (DESIGN.md facts 1, 3, 4 and 8):
   keep their mappings, only the name goes away.
 - Names (see _namespace) are short, random, never reused, created with ``O_EXCL`` and
   mode 0600, and carry the creator's pid and its executor's tag.
+- A mapping keeps no file descriptor (see _fdless_mmap), so live shared arrays are
+  bounded by memory, not by ``ulimit -n``.
 - A large segment is made a little larger than asked, by an amount that changes from
   one segment to the next (see _staggered), so that two arrays are seldom a multiple
   of 256 MiB apart in any process.
@@ -28,18 +30,16 @@ from __future__ import annotations
 
 import _posixshmem  # the primitive under multiprocessing.shared_memory on POSIX
 import atexit
-import ctypes
 import errno
 import itertools
 import mmap
 import os
-import sys
 import weakref
 from collections.abc import Callable
 from multiprocessing import resource_tracker
 from typing import Any
 
-from . import _identity, _namespace, _reaper
+from . import _fdless_mmap, _identity, _namespace, _reaper
 from ._errors import SegmentError
 from ._mapping_table import MappingTable
 
@@ -69,7 +69,7 @@ _stagger_turns = itertools.count(os.getpid())
 
 
 class SegmentBuffer(mmap.mmap):
-    """A read-write mapping of one named segment; arrays view it as their buffer."""
+    """A read-write mapping of one named segment (no descriptor kept); arrays view it as their buffer."""
 
     name: str
     identity: _identity.Identity  # what a receiver checks the name against (see _identity)
@@ -101,15 +101,9 @@ _TABLE: MappingTable[SegmentBuffer] = MappingTable()
 def _map(fd: int, status: os.stat_result, name: str, *, populate: bool) -> SegmentBuffer:
     # Pre-faulting a whole mapping in one call costs a fraction of faulting it page by
     # page, but is wasted on a task that touches a slice of a big shared array.
-    flags = mmap.MAP_SHARED | (getattr(mmap, "MAP_POPULATE", 0) if populate else 0)
-    if sys.version_info >= (3, 13):
-        buffer = SegmentBuffer(fd, status.st_size, flags=flags, trackfd=False)
-    else:
-        buffer = SegmentBuffer(fd, status.st_size, flags=flags)
+    buffer, address = _fdless_mmap.map_shared(SegmentBuffer, fd, status.st_size, populate=populate)
     buffer.name, buffer.identity = name, _identity.of(status)
-    anchor = ctypes.c_char.from_buffer(buffer)
-    buffer.address = ctypes.addressof(anchor)
-    del anchor  # a live export would pin the mapping
+    buffer.address = address
     return buffer
 
 
@@ -182,12 +176,9 @@ def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = 
 
 def _failure(what: str, exc: OSError) -> str:
     """Say what failed, why, and what to do about it."""
-    if exc.errno == errno.EMFILE:
-        # Before Python 3.13 every mapping keeps a duplicate of its descriptor.
-        remedy = (
-            "each live shared array holds a file descriptor before Python 3.13: raise "
-            "the limit (ulimit -n) or keep fewer shared arrays alive"
-        )
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        # Mappings hold none (see _fdless_mmap): the process's own files fill the table.
+        remedy = "too many files are open: raise the limit (ulimit -n) or close some files"
     elif exc.errno in (errno.ENOSPC, errno.ENOMEM):
         free = _namespace.shm_free_bytes()
         room = f"{_namespace.SHM_DIR} has {free} bytes free" if free is not None else "shared memory is full"
