@@ -1055,10 +1055,25 @@ def scenario_many_live_results(start_method: str, n_results: str) -> int:
 
 
 RESULT_N = 40_000  # float64: 320,000 bytes, above the default min_nbytes: copied, not pickled
+_FILLERS: list[int] = []  # descriptors held only to leave a process none
 
 
 def task_full(n: int, value: float) -> np.ndarray:
     return np.full(n, value)
+
+
+def fill_descriptor_table() -> int:
+    """Open /dev/null until this process has no descriptor left; keep them all."""
+    while True:
+        try:
+            _FILLERS.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            return len(_FILLERS)
+
+
+def empty_descriptor_table() -> None:
+    while _FILLERS:
+        os.close(_FILLERS.pop())
 
 
 def _collect_results(futures: list[Future[Any]]) -> tuple[list[np.ndarray], list[str]]:
@@ -1115,6 +1130,45 @@ def scenario_descriptor_limit(start_method: str, limit: str, n_results: str) -> 
         why=lost[:3],
         wrong=wrong,
         fds=[fds_before, fds_holding],
+        share_error=share_error,
+        arrays_pickled=stats.arrays_pickled,
+        left=segments_of(seen.pids),
+        procs=seen.listing(),
+    )
+    return 0
+
+
+def scenario_descriptor_table_full(start_method: str, where: str) -> int:
+    """The parent, its workers or both have no descriptor left: copied arguments and results still cross."""
+    import resource
+
+    seen = Seen()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))  # quick to fill
+    fill_workers = where in ("workers", "both")
+    init = fill_descriptor_table if fill_workers else None
+    with zc.SharedArrayExecutor(2, mp_context=context(start_method), initializer=init) as ex:
+        for f in [ex.submit(task_wait_then, 0, 0.2, False) for _ in range(2)]:  # start both workers
+            f.result(timeout=TIMEOUT)
+        filled = fill_descriptor_table() if where in ("parent", "both") else None
+        base = np.arange(RESULT_N, dtype=np.float64)
+        try:
+            futures = [ex.submit(task_slow_double, base, 0.0) for _ in range(40)]
+            held, lost = _collect_results(futures)
+            del futures
+            wrong = sum(a is not None and not np.array_equal(a, base * 2) for a in held)
+            del held
+            share_error = _share_and_send(ex, 2)
+        finally:
+            empty_descriptor_table()
+        stats = ex.stats()
+        seen.look()
+    collect()
+    emit(
+        "REPORT",
+        filled=filled,
+        lost=len(lost),
+        why=lost[:3],
+        wrong=wrong,
         share_error=share_error,
         arrays_pickled=stats.arrays_pickled,
         left=segments_of(seen.pids),

@@ -19,16 +19,18 @@ _fdless_mmap).
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import stat
 import weakref
+from functools import partial
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _fdless_mmap
+from . import _fd_reserve, _fdless_mmap
 from ._errors import SegmentError
 
 __all__ = ["FileId", "is_file_name", "locate", "map_region"]
@@ -98,17 +100,8 @@ def map_region(
         SegmentError: the file is gone, unreadable, not a regular file, another file than
             the sender's, or shorter than high.
     """
-    # Without O_NONBLOCK, opening a FIFO put at the path would wait for a writer forever.
-    flags = (os.O_RDWR if writeable else os.O_RDONLY) | os.O_NONBLOCK | os.O_NOCTTY
-    try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        msg = (
-            f"memory-mapped file {path!r} is gone or unreadable ({exc.strerror}); keep the file "
-            "(and the memmap) until the futures that use it finish"
-        )
-        raise SegmentError(msg) from exc
-    try:
+
+    def map_checked(fd: int) -> tuple[mmap.mmap, int]:  # if it is the sender's file, and long enough
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
             msg = f"memory-mapped file {path!r} is not a regular file now: it was replaced behind our back"
@@ -133,6 +126,22 @@ def map_region(
         except (OSError, ValueError) as exc:
             msg = f"cannot map file {path!r}: {exc}; check that it is readable (and writable for 'r+')"
             raise SegmentError(msg) from exc
-    finally:
-        os.close(fd)
-    return mapping, low - start
+        return mapping, low - start
+
+    # Without O_NONBLOCK, opening a FIFO put at the path would wait for a writer forever.
+    flags = (os.O_RDWR if writeable else os.O_RDONLY) | os.O_NONBLOCK | os.O_NOCTTY
+    open_file = partial(os.open, path, flags)
+    try:
+        return _fd_reserve.with_descriptor(open_file, map_checked)
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            msg = (
+                f"cannot open memory-mapped file {path!r}: {exc.strerror}; raise the limit "
+                "(ulimit -n) or close some files"
+            )
+        else:
+            msg = (
+                f"memory-mapped file {path!r} is gone or unreadable ({exc.strerror}); keep the file "
+                "(and the memmap) until the futures that use it finish"
+            )
+        raise SegmentError(msg) from exc

@@ -20,7 +20,8 @@ The rules that keep /dev/shm clean (DESIGN.md facts 1, 3, 4 and 8):
 - Names (see _namespace) are short, random, never reused, created with ``O_EXCL`` and
   mode 0600, and carry the creator's pid and its executor's tag.
 - A mapping keeps no file descriptor (see _fdless_mmap), so live shared arrays are
-  bounded by memory, not by ``ulimit -n``.
+  bounded by memory, not by ``ulimit -n``; the descriptor needed for a moment to map
+  one comes from a reserve when the process has none left (see _fd_reserve).
 - A large segment is made a little larger than asked, by an amount that changes from
   one segment to the next (see _staggered), so that two arrays are seldom a multiple
   of 256 MiB apart in any process.
@@ -36,10 +37,11 @@ import mmap
 import os
 import weakref
 from collections.abc import Callable
+from functools import partial
 from multiprocessing import resource_tracker
 from typing import Any
 
-from . import _fdless_mmap, _identity, _namespace, _reaper
+from . import _fd_reserve, _fdless_mmap, _identity, _namespace, _reaper
 from ._errors import SegmentError
 from ._mapping_table import MappingTable
 
@@ -149,29 +151,32 @@ def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = 
     """
     name = _namespace.new_name(tag)
     path = "/" + name
+    open_new = partial(_posixshmem.shm_open, path, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
     try:
-        fd = _posixshmem.shm_open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+        buffer = _fd_reserve.with_descriptor(open_new, partial(_fill_new, name, nbytes))
     except OSError as exc:
         raise SegmentError(_failure(f"cannot create a segment of {nbytes} bytes", exc)) from exc
+    _adopt(buffer, os.getpid(), hooks)
+    return buffer
+
+
+def _fill_new(name: str, nbytes: int, fd: int) -> SegmentBuffer:
+    """Register, size, reserve and map the segment just created as fd; unlink it if that fails."""
     # After the name exists: a registration with no segment behind it would make the
     # tracker warn at exit. A process killed between the two steps leaves a segment
     # unregistered, which release_tagged() copes with.
-    resource_tracker.register(path, _RTYPE)
+    resource_tracker.register("/" + name, _RTYPE)
     size = _staggered(nbytes)
     try:
         os.ftruncate(fd, size)
         _reserve(fd, size)
-        buffer = _map(fd, os.fstat(fd), name, populate=True)
+        return _map(fd, os.fstat(fd), name, populate=True)
     except OSError as exc:
         unlink(name)
         raise SegmentError(_failure(f"cannot reserve {nbytes} bytes of shared memory", exc)) from exc
     except BaseException:
         unlink(name)
         raise
-    finally:
-        os.close(fd)
-    _adopt(buffer, os.getpid(), hooks)
-    return buffer
 
 
 def _failure(what: str, exc: OSError) -> str:
@@ -207,8 +212,9 @@ def attach(name: str, identity: _identity.Identity | None, *, populate: bool = F
     if _namespace.creator_pid(name) is None:
         msg = f"refusing to attach segment {name!r}: not a zerocopy_executor segment name"
         raise SegmentError(msg)
+    open_existing = partial(_posixshmem.shm_open, "/" + name, os.O_RDWR, mode=0o600)
     try:
-        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        buffer = _fd_reserve.with_descriptor(open_existing, partial(_map_existing, name, identity, populate))
     except OSError as exc:
         if exc.errno != errno.ENOENT:
             raise SegmentError(_failure(f"cannot open segment {name!r}", exc)) from exc
@@ -217,19 +223,21 @@ def attach(name: str, identity: _identity.Identity | None, *, populate: bool = F
             "array (and the executor) alive until the futures that use it finish"
         )
         raise SegmentError(msg) from exc
+    _adopt(buffer, None, ())
+    return buffer
+
+
+def _map_existing(name: str, identity: _identity.Identity | None, populate: bool, fd: int) -> SegmentBuffer:
+    """Map the segment open as fd, if it is the one its sender made."""
     try:
         status = os.fstat(fd)
         _identity.check(name, _identity.of(status), identity)
         if status.st_size == 0:
             msg = f"segment {name!r} is empty; it was truncated or replaced behind our back"
             raise SegmentError(msg)
-        buffer = _map(fd, status, name, populate=populate)
+        return _map(fd, status, name, populate=populate)
     except OSError as exc:
         raise SegmentError(_failure(f"cannot map segment {name!r}", exc)) from exc
-    finally:
-        os.close(fd)
-    _adopt(buffer, None, ())
-    return buffer
 
 
 def _adopt(buffer: SegmentBuffer, owner_pid: int | None, hooks: tuple[Callable[[str], None], ...]) -> None:

@@ -598,6 +598,17 @@ def test_10000_results_kept_under_1024_descriptors_all_arrive(tmp_path, reaper):
     assert_nothing_left(run, reaper)
 
 
+@pytest.mark.parametrize("where", ["parent", "workers", "both"])
+def test_processes_out_of_descriptors_lose_no_result(tmp_path, reaper, start_method, where):
+    """No descriptor left in the parent, the workers or both: copied arguments and results still cross."""
+    run = run_scenario(tmp_path, reaper, "scenario_descriptor_table_full", start_method, where)
+    _assert_no_result_lost(run)
+    if where != "workers":
+        assert run.report["filled"] > 0, run.report
+    assert_quiet(run)
+    assert_nothing_left(run, reaper)
+
+
 # --- 7. bounded memory ---------------------------------------------------------------
 
 
