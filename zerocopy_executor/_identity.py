@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import _posixshmem
 import os
+from functools import partial
 
+from . import _fd_reserve
 from ._errors import SegmentError
 
 __all__ = ["Identity", "check", "of", "stands_for"]
@@ -48,12 +50,9 @@ def check(name: str, found: Identity, expected: object) -> None:
 
 def stands_for(name: str, identity: Identity) -> bool:
     """Whether the name is still that segment's (False if it is gone or now another file)."""
+    # Read-write, as attach opens: on Linux that never waits for a FIFO's other end.
+    open_name = partial(_posixshmem.shm_open, "/" + name, os.O_RDWR, mode=0o600)
     try:
-        # Read-write, as attach opens: on Linux that never waits for a FIFO's other end.
-        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        return _fd_reserve.with_descriptor(open_name, lambda fd: of(os.fstat(fd)) == identity)
     except OSError:  # gone, or another user's file we may not open
         return False
-    try:
-        return of(os.fstat(fd)) == identity
-    finally:
-        os.close(fd)

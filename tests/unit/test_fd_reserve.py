@@ -80,6 +80,18 @@ def test_segments_create_and_attach_with_no_descriptor_left():
         _segments.unlink(name)
 
 
+def test_owner_unlinks_its_segment_with_no_descriptor_left():
+    """With the descriptor table full, unlinking a segment by name and identity still removes it."""
+    name, identity = unmapped_segment(1)
+    try:
+        with full_descriptor_table():
+            unlinked = _segments.unlink(name, unregister_if_gone=True, identity=identity)
+        assert unlinked
+        assert not os.path.exists(f"/dev/shm/{name}")
+    finally:
+        _segments.unlink(name)
+
+
 def test_threads_share_the_reserve_with_no_descriptor_left(no_descriptor_left):
     """Four threads creating segments at once with no descriptor left all succeed."""
     failures: list[BaseException] = []
