@@ -2,11 +2,11 @@
 
 Arguments are pickled with a cloudpickle Pickler (lambdas and ``__main__`` functions
 work under every start method), by reference first (DESIGN.md fact 10); results with
-the same pickler class as ProcessPoolExecutor (``ForkingPickler``), so what cannot be
-returned there cannot be returned here either. Both hand everything they do not own
-back to their parent class (``reducer_override`` returns NotImplemented), and the C
-pickler only consults it for objects that are not built-in containers or scalars, so
-a payload without arrays pays almost nothing extra. Calls made only of what pickle
+the same pickler class as ProcessPoolExecutor (``ForkingPickler``), and only what that
+refuses by value (see _results_by_value). Both hand everything they do not own back
+to their parent class (``reducer_override`` returns NotImplemented), and the C pickler
+only consults it for objects that are not built-in containers or scalars, so a
+payload without arrays pays almost nothing extra. Calls made only of what pickle
 handles natively skip all of that (``PLAIN``, ``SIMPLE_CALL``).
 """
 
@@ -37,6 +37,7 @@ __all__ = [
     "NotPlain",
     "ResultPickler",
     "dumps_by_value",
+    "reduce_code",
 ]
 
 
@@ -50,9 +51,9 @@ def _dispatch_table() -> dict[type, Any]:
     key = (len(copyreg.dispatch_table), len(extra))
     if _DISPATCH[0] != key:
         # cloudpickle's own reducers (a fixed table) win, as in its ChainMap; but code keeps
-        # its file name (see _reduce_code).
+        # its file name (see reduce_code).
         merged = {**copyreg.dispatch_table, **extra, **cloudpickle.Pickler.dispatch_table}
-        merged[types.CodeType] = _reduce_code
+        merged[types.CodeType] = reduce_code
         _DISPATCH[:] = [key, merged]
     table: dict[type, Any] = _DISPATCH[1]
     return table
@@ -61,7 +62,7 @@ def _dispatch_table() -> dict[type, Any]:
 _DISPATCH: list[Any] = [None, {}]
 
 
-def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
+def reduce_code(code: types.CodeType) -> tuple[Any, ...]:
     """Pickle code sent by value whole, its file name and line table included.
 
     cloudpickle renames it ``<dynamic-code>`` (DESIGN.md fact 15), so a worker's traceback
@@ -225,7 +226,7 @@ SIMPLE_CALL = _ReusedPickler(SimpleCallPickler)
 
 
 class _ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
-    """cloudpickle, with code objects kept whole (see _reduce_code)."""
+    """cloudpickle, with code objects kept whole (see reduce_code)."""
 
     dispatch_table: dict[type, Any]
 
