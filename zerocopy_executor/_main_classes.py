@@ -1,24 +1,59 @@
-"""Classes pickled by value: one class per class in every process, never two.
+"""Classes pickled by value, and classes defined in ``__main__``: one class, never two.
 
-cloudpickle rebuilds a class that pickle cannot find by name (a local class) by value,
-and tracks its identity: every copy of one class a process receives is one class, and
-the original comes back to the process that sent it. It would also fill that class
-again with the copy's state, replacing the original's methods with copies whose
-globals are not its module's: a class rebuilt by value never overwrites one of the
-receiver's own, so a result's class that the parent sent by value comes back as the
-parent's own class, its methods and attributes untouched.
+ProcessPoolExecutor pickles a ``__main__`` class by name; a worker finds it in its own
+``__main__`` (the parent's under fork, the script re-imported under spawn and
+forkserver). A class rebuilt by value where its methods resolve by name to the
+worker's own class is two classes: ``super()`` raises ``TypeError``, ``isinstance``
+is False, Enum members lose their identity. So:
+
+- when workers re-import the script (``__main__`` is a file or an importable module,
+  as multiprocessing decides), a ``__main__`` class goes by name alone, as pickle sends
+  it;
+- when they cannot (``python -c``, stdin, a notebook), it goes by name with a by-value
+  copy made whole, the class with its methods; the worker uses its own class of that
+  name if it has one (fork), the copy otherwise. cloudpickle tracks the copy's identity,
+  so every copy of one class a process receives is one class;
+- in a function's by-value copy (used where the worker lacks the function, see
+  _main_functions), a ``__main__`` class always goes by name with a copy: the worker
+  may lack the class too;
+- a class rebuilt by value never overwrites one of the receiver's own: a result's
+  class that the parent sent by value comes back as the parent's own class, its
+  methods and attributes untouched.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
 import sys
 import weakref
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import cloudpickle.cloudpickle as _cloudpickle
 
-__all__ = ["is_named", "reduce_class"]
+__all__ = ["is_named", "reduce_class", "reduce_main_class", "workers_import_main"]
+
+
+def workers_import_main() -> bool:
+    """Whether workers started by spawn or forkserver have this ``__main__``'s classes.
+
+    As ``multiprocessing.spawn.get_preparation_data`` decides: a main module run by
+    name is re-imported unless it is a package's ``__main__``; otherwise a main module
+    is re-run from its file, if it has one (stdin's ``<stdin>`` is none).
+    """
+    main = sys.modules.get("__main__")
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    if spec_name is not None:
+        return spec_name != "__main__" and not spec_name.endswith(".__main__")
+    path = getattr(main, "__file__", None)
+    return isinstance(path, str) and _is_file(path)
+
+
+@lru_cache(maxsize=4)
+def _is_file(path: str) -> bool:
+    return os.path.isfile(path)
 
 
 def _lookup(module: object, qualname: str) -> Any:
@@ -39,6 +74,32 @@ def is_named(obj: Any) -> bool:
         return _lookup(module, qualname) is obj
     except Exception:  # a module attribute that fails to load: not found by name
         return False
+
+
+def reduce_main_class(cls: type, dumps_class: Callable[[type], bytes] | None) -> Any:
+    """Reduce a ``__main__`` class: NotImplemented (by name), by name or value, or None.
+
+    Args:
+        cls: a class whose module is ``__main__``.
+        dumps_class: makes its by-value copy; None to send it by name alone.
+
+    Returns:
+        NotImplemented to let pickle send it by name; a reduction the receiver
+        resolves by name, else from the copy; None if it has no name to resolve.
+    """
+    if not is_named(cls):
+        return None
+    if dumps_class is None:
+        return NotImplemented
+    return (_resolve_main_class, (cls.__qualname__, dumps_class(cls)))
+
+
+def _resolve_main_class(qualname: str, by_value: bytes) -> type:
+    target = _lookup(sys.modules.get("__main__"), qualname)
+    if isinstance(target, type):
+        return target
+    rebuilt: type = pickle.loads(by_value)
+    return rebuilt
 
 
 def reduce_class(cls: type) -> Any:
