@@ -575,3 +575,64 @@ def with_views(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def argument_and_view(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The argument and a view of it, in one result."""
     return a, a[:10]
+
+
+def return_lambda(offset: int) -> Any:
+    """Return a lambda (pickle refuses it; cloudpickle sends it by value)."""
+    return lambda x: x + offset
+
+
+def return_closure(offset: int) -> Any:
+    """Return a closure over offset."""
+
+    def add_offset(x: int) -> int:
+        return x + offset
+
+    return add_offset
+
+
+class Greeter:
+    """A class whose local subclasses call super()."""
+
+    def greet(self) -> str:
+        return "hello"
+
+
+def return_local_instance(value: Any) -> Any:
+    """Return an instance of a class defined in this call, whose method calls super()."""
+
+    class Local(Greeter):
+        def __init__(self, value: Any) -> None:
+            self.value = value
+
+        def greet(self) -> str:
+            return super().greet() + " from a local class"
+
+    return Local(value)
+
+
+def return_local_in_list(value: Any) -> list[Any]:
+    """A list holding an instance of a local class beside plain values."""
+    return [1, return_local_instance(value), "x"]
+
+
+def return_generator(_: Any = None) -> Any:
+    """Return a generator: neither pickle nor cloudpickle can pickle it."""
+    return (i for i in range(3))
+
+
+def return_module(_: Any = None) -> Any:
+    """Return a module object: pickle refuses it, cloudpickle sends it by name."""
+    return np.linalg
+
+
+def return_lambda_beside_shared(n: int) -> tuple[np.ndarray, Any]:
+    """A shared array made here, beside a lambda: the result is encoded twice."""
+    out = zc.empty(n)
+    out[...] = 1.0
+    return out, lambda x: x + 1
+
+
+def return_lambda_beside_large(n: int) -> tuple[np.ndarray, Any]:
+    """A large plain array (copied into a segment), beside a lambda."""
+    return np.ones(n), lambda x: x + 1

@@ -27,9 +27,11 @@ from . import _segments
 from ._config import SharingPolicy
 from ._decoding import DecodeSession, Payload, TaskDecodeSession, decode
 from ._picklers import BY_REFERENCE, PLAIN, SIMPLE_CALL, ArgumentPickler, NotPlain, ResultPickler
+from ._results_by_value import REFUSALS, ByValueResultPickler
 from ._sessions import EncodeSession
 
 __all__ = [
+    "REFUSALS",
     "DecodeSession",
     "EncodeSession",
     "Payload",
@@ -184,15 +186,17 @@ def encode_function(fn: Any) -> tuple[Payload, bool] | None:
         return None
 
 
-def encode_result(result: Any, session: EncodeSession) -> Payload:
+def encode_result(result: Any, session: EncodeSession, *, by_value: bool = False) -> Payload:
     """Pickle a task's result, sharing its large arrays and buffers.
 
-    The caller hands the segments over (``session.hand_over()``) once it knows the
-    payload is the one it sends.
+    As ProcessPoolExecutor pickles it; with by_value, what pickle refuses (it raised
+    one of REFUSALS) goes by value (see _results_by_value). The caller hands the
+    segments over (``session.hand_over()``) once it knows the payload is the one it
+    sends.
     """
     buffer = io.BytesIO()
     start = len(session.out_of_band)
-    ResultPickler(buffer, session).dump(result)
+    (ByValueResultPickler if by_value else ResultPickler)(buffer, session).dump(result)
     return session.payload(buffer.getvalue(), start)
 
 

@@ -104,7 +104,9 @@ class SharedArrayExecutor(ProcessPoolExecutor):
     received from another process) travel by reference with no copy; plain arrays of
     at least ``min_nbytes`` are copied once into a new segment; everything else is
     pickled, as ProcessPoolExecutor would. Functions are pickled with cloudpickle, so
-    lambdas and functions defined in ``__main__`` work under every start method.
+    lambdas and functions defined in ``__main__`` work under every start method; a
+    result that pickle refuses (a lambda, an instance of a local class) is pickled by
+    value too, as loky returns it.
 
     Args:
         max_workers: as for ProcessPoolExecutor.

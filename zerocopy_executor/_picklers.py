@@ -1,13 +1,14 @@
 """The picklers: cloudpickle for calls, ForkingPickler for results, plain pickle when it will do.
 
 Arguments are pickled with a cloudpickle Pickler (lambdas and ``__main__`` functions
-work under every start method), by reference first (DESIGN.md fact 10); results with
-the same pickler class as ProcessPoolExecutor (``ForkingPickler``), so what cannot be
-returned there cannot be returned here either. Both hand everything they do not own
+work under every start method), by reference first (DESIGN.md fact 10), ``__main__``
+classes by name wherever workers have them (see _main_classes); results with the
+same pickler class as ProcessPoolExecutor (``ForkingPickler``), and only what that
+refuses by value (see _results_by_value). Both hand everything they do not own
 back to their parent class (``reducer_override`` returns NotImplemented), and the C
-pickler only consults it for objects that are not built-in containers or scalars, so
-a payload without arrays pays almost nothing extra. Calls made only of what pickle
-handles natively skip all of that (``PLAIN``, ``SIMPLE_CALL``).
+pickler only consults it for objects that are not built-in containers or scalars,
+so a payload without arrays pays almost nothing extra. Calls made only of what
+pickle handles natively skip all of that (``PLAIN``, ``SIMPLE_CALL``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
-from . import _main_functions
+from . import _main_classes, _main_functions
 from ._decoding import Payload
 from ._sessions import PROTOCOL, EncodeSession
 
@@ -37,6 +38,8 @@ __all__ = [
     "NotPlain",
     "ResultPickler",
     "dumps_by_value",
+    "dumps_class_by_value",
+    "reduce_code",
 ]
 
 
@@ -50,9 +53,9 @@ def _dispatch_table() -> dict[type, Any]:
     key = (len(copyreg.dispatch_table), len(extra))
     if _DISPATCH[0] != key:
         # cloudpickle's own reducers (a fixed table) win, as in its ChainMap; but code keeps
-        # its file name (see _reduce_code).
+        # its file name (see reduce_code).
         merged = {**copyreg.dispatch_table, **extra, **cloudpickle.Pickler.dispatch_table}
-        merged[types.CodeType] = _reduce_code
+        merged[types.CodeType] = reduce_code
         _DISPATCH[:] = [key, merged]
     table: dict[type, Any] = _DISPATCH[1]
     return table
@@ -61,7 +64,7 @@ def _dispatch_table() -> dict[type, Any]:
 _DISPATCH: list[Any] = [None, {}]
 
 
-def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
+def reduce_code(code: types.CodeType) -> tuple[Any, ...]:
     """Pickle code sent by value whole, its file name and line table included.
 
     cloudpickle renames it ``<dynamic-code>`` (DESIGN.md fact 15), so a worker's traceback
@@ -116,14 +119,27 @@ class ArgumentPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle
             reduced = _reduce_method(obj)
             if reduced is not None:
                 return reduced
-        if kind is types.FunctionType or isinstance(obj, type):
+        if kind is types.FunctionType or issubclass(kind, type):
             if BY_REFERENCE.get(obj, False):
                 return NotImplemented
-            reduced = super().reducer_override(obj)
+            if kind is types.FunctionType:
+                reduced = super().reducer_override(obj)
+            else:  # by name alone when workers re-import __main__ (see _main_classes)
+                by_value = None if _main_classes.workers_import_main() else dumps_class_by_value
+                reduced = _reduce_class(obj, by_value)
             if reduced is NotImplemented:
                 BY_REFERENCE[obj] = True
             return reduced
         return super().reducer_override(obj)
+
+
+def _reduce_class(cls: type, dumps_class: Any) -> Any:
+    """A class by reference, or by value; a ``__main__`` class as _main_classes decides."""
+    if cls.__module__ == "__main__":
+        reduced = _main_classes.reduce_main_class(cls, dumps_class)
+        if reduced is not None:
+            return reduced
+    return _main_classes.reduce_class(cls)
 
 
 class ResultPickler(ForkingPickler):
@@ -225,7 +241,12 @@ SIMPLE_CALL = _ReusedPickler(SimpleCallPickler)
 
 
 class _ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
-    """cloudpickle, with code objects kept whole (see _reduce_code)."""
+    """cloudpickle, with code objects kept whole (see reduce_code) and classes as _main_classes says.
+
+    A ``__main__`` class goes by name with a by-value copy of its own, so that a
+    receiver that has the class uses it (see _main_classes); the class being pickled
+    by value (and any class that copy is made of) goes by value inline.
+    """
 
     dispatch_table: dict[type, Any]
 
@@ -233,9 +254,37 @@ class _ByValuePickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle
         self.dispatch_table = _dispatch_table()
         super().__init__(file, protocol=PROTOCOL)
 
+    def reducer_override(self, obj: Any) -> Any:
+        if issubclass(type(obj), type):
+            if any(root is obj for root in _by_value_roots()):
+                return _main_classes.reduce_class(obj)
+            return _reduce_class(obj, dumps_class_by_value)
+        return super().reducer_override(obj)
+
+
+_ROOTS = threading.local()
+
+
+def _by_value_roots() -> list[type]:
+    """The classes this thread is pickling by value, outermost first."""
+    roots: list[type] = _ROOTS.__dict__.setdefault("classes", [])
+    return roots
+
 
 def dumps_by_value(fn: types.FunctionType) -> bytes:
     """Pickle a function by value (cloudpickle), its code with its file name."""
     buffer = io.BytesIO()
     _ByValuePickler(buffer).dump(fn)
     return buffer.getvalue()
+
+
+def dumps_class_by_value(cls: type) -> bytes:
+    """Pickle a class by value, whole: its methods belong to the copy, not to a class found by name."""
+    roots = _by_value_roots()
+    roots.append(cls)
+    try:
+        buffer = io.BytesIO()
+        _ByValuePickler(buffer).dump(cls)
+        return buffer.getvalue()
+    finally:
+        roots.pop()

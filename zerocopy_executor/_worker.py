@@ -212,11 +212,44 @@ def _run(
         return result, None
     # Results go into the lent segment, or into copied arguments the call is done
     # with: their pages are warm, and no third copy of the data exists (W2: two, not three).
-    encoding = _result_session(decoding.spare(), decoding.inputs, decoding.private)
-    data = _codec.encode_result(result, encoding)
+    data, encoding = _encode(result, decoding.spare(), decoding.inputs, decoding.private)
     del result
     encoding.drop_views()
     return data, encoding
+
+
+def _encode(
+    result: Any,
+    spare: list[tuple[_segments.SegmentBuffer, Any]] | None = None,
+    inputs: Collection[str] = (),
+    private: Collection[str] | None = (),
+) -> tuple[_codec.Payload, _codec.EncodeSession]:
+    """Encode a result as ProcessPoolExecutor pickles it; return the payload and its encoding.
+
+    What pickle refuses goes by value, as loky returns it; pickle's own error if that
+    fails too. Each attempt is offered every spare segment (see _result_session).
+    """
+    encoding = _result_session(list(spare or ()), inputs, private)
+    try:
+        return _codec.encode_result(result, encoding), encoding
+    except _codec.REFUSALS:
+        encoding = _result_session(list(spare or ()), inputs, private)
+        data = _encode_by_value(result, encoding)
+        if data is None:
+            raise  # pickle's error, whose traceback the pool's worker drops with the sessions
+        return data, encoding
+
+
+def _encode_by_value(result: Any, encoding: _codec.EncodeSession) -> _codec.Payload | None:
+    """Encode a result pickle refused, by value; None if that fails too.
+
+    Its error is dropped here, with its traceback: chained to pickle's, it would keep
+    this attempt's segments alive as long as the error the task reports.
+    """
+    try:
+        return _codec.encode_result(result, encoding, by_value=True)
+    except Exception:
+        return None
 
 
 def _result_session(
@@ -243,8 +276,7 @@ def _hand_over(
     """
     if any(buffer.name in kept or _arrays.has_views(buffer) for buffer in encoding.watched):
         result = _codec.decode(data)
-        encoding = _result_session(inputs=inputs, private=None)
-        data = _codec.encode_result(result, encoding)
+        data, encoding = _encode(result, inputs=inputs, private=None)
         del result
     encoding.hand_over()
     return data, encoding
@@ -305,8 +337,7 @@ def run_plain_chunk(
     results = run_chunk(_callable(function, reusable, None), pickle.loads(chunk))
     if _codec.is_plain(results):
         return results
-    encoding = _result_session()
-    data = _codec.encode_result(results, encoding)
+    data, encoding = _encode(results)
     del results
     encoding.drop_views()
     data, encoding = _hand_over(data, encoding, [], ())

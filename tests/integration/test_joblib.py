@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import zerocopy_executor as zc
-from tests import _client_tasks
+from tests import _client_tasks, _tasks
 
 joblib = pytest.importorskip(
     "joblib", reason="needs the [joblib] extra: pip install zerocopy_executor[joblib]"
@@ -51,6 +51,15 @@ def test_results_in_order(mp_context):
     with parallel_config(backend="zerocopy", n_jobs=2, mp_context=mp_context):
         out = Parallel()(delayed(_client_tasks.total)(a) for a in arrays)
     assert out == [float(i) * BIG for i in range(4)]
+
+
+def test_results_pickle_refuses_come_back_as_with_loky(mp_context):
+    """Closures and local class instances come back from the workers, as loky returns them."""
+    with parallel_config(backend="zerocopy", n_jobs=2, mp_context=mp_context):
+        closures = Parallel()(delayed(_tasks.return_closure)(i) for i in range(3))
+        locals_ = Parallel()(delayed(_tasks.return_local_instance)(i) for i in range(3))
+    assert [f(10) for f in closures] == [10, 11, 12]
+    assert [(x.value, x.greet()) for x in locals_] == [(i, "hello from a local class") for i in range(3)]
 
 
 def test_large_arrays_travel_through_shared_memory():

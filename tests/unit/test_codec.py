@@ -232,3 +232,25 @@ def test_main_function_sent_by_name_alone_and_missing_raises_as_pickle_does():
 
     with pytest.raises(AttributeError, match="Can't get attribute 'no_such_function' on <module "):
         _resolve_main_function("no_such_function", 0, None)
+
+
+def test_result_pickle_refuses_is_refused_then_pickled_by_value():
+    """encode_result refuses a lambda as pickle does; by_value pickles it, and named functions by name."""
+    offset = 5
+    result = [lambda x: x + offset, _main_functions.reduce_main_function, np.linalg]
+    with pytest.raises(_codec.REFUSALS):
+        _codec.encode_result(result, session(handover=True))
+    s = session(handover=True)
+    fn, named, module = _codec.decode(_codec.encode_result(result, s, by_value=True))
+    assert fn(1) == 6
+    assert named is _main_functions.reduce_main_function  # by name, as pickle sends it
+    assert module is np.linalg
+
+
+def test_result_by_value_keeps_pickles_recursion_error():
+    """A result too deep to pickle raises RecursionError, as with pickle (not cloudpickle's PicklingError)."""
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(RecursionError):
+        _codec.encode_result([deep, lambda: 0], session(handover=True), by_value=True)
