@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import multiprocessing
 import os
+import shutil
+import subprocess
 import threading
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from tests import _sweep_scripts
 from tests._checkout import run_checkout_script
 from zerocopy_executor import _namespace, _segments
 
@@ -115,3 +124,80 @@ def test_release_tagged_copes_with_a_segment_its_creator_never_registered(tmp_pa
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "ok"
     assert run.stderr == ""  # no KeyError from the tracker, nor a leak warning at its exit
+
+
+# --- scenarios in a child script ------------------------------------------------------
+
+SCENARIO = """\
+import faulthandler
+import sys
+
+from tests import _sweep_scripts
+
+if __name__ == "__main__":
+    faulthandler.dump_traceback_later(80, exit=True)
+    sys.exit(_sweep_scripts.{scenario}(*sys.argv[1:]))
+"""
+# A private, sticky /dev/shm (as tmpfs mounts it for everyone: mode 1777).
+PRIVATE_SHM = ("unshare", "-m", "sh", "-c", 'mount -t tmpfs -o mode=1777 tmpfs /dev/shm && exec "$0" "$@"')
+
+
+@functools.cache
+def private_shm_problem() -> str | None:
+    """Why a scenario cannot run as root under a private /dev/shm here, or None if it can."""
+    if os.geteuid() != 0:
+        return "needs root (changes uid, plants another user's names)"
+    if shutil.which("unshare") is None:
+        return "needs unshare(1) for a private /dev/shm"
+    probe = subprocess.run([*PRIVATE_SHM, "true"], capture_output=True, text=True, timeout=10, check=False)
+    return None if probe.returncode == 0 else f"cannot mount a private /dev/shm: {probe.stderr.strip()}"
+
+
+def run_scenario(
+    tmp_path: Path, scenario: str, *args: str, prefix: tuple[str, ...] = ()
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run a scenario of tests/_sweep_scripts.py; return the run and its report."""
+    script = tmp_path / f"{scenario}.py"
+    script.write_text(SCENARIO.format(scenario=scenario))
+    run = run_checkout_script(script, *args, prefix=prefix, timeout=90)
+    explain = f"exit {run.returncode}\n--- stdout ---\n{run.stdout}\n--- stderr ---\n{run.stderr}"
+    reports = [line.split(" ", 1)[1] for line in run.stdout.splitlines() if line.startswith("REPORT ")]
+    assert run.returncode == 0, explain
+    assert reports, explain
+    return run, json.loads(reports[-1])
+
+
+def assert_foreign_name_spared(
+    run: subprocess.CompletedProcess[str], report: dict[str, Any], uid: int
+) -> None:
+    explain = f"{report}\n--- stderr ---\n{run.stderr}"
+    assert report["uid"] == uid, explain
+    assert report["planted_uid"] == _sweep_scripts.PLANTER_UID, explain
+    assert report["outcome"] == "broken", explain
+    assert report["left_by_worker"], (
+        f"the worker left nothing: the sweep had nothing of ours to do; {explain}"
+    )
+    assert report["shutdown"] == "ok", explain
+    assert report["after_shutdown"] == [report["planted"]], explain
+    assert report["orphaned"] == 1, explain
+    assert report["after_orphaned"] == [report["planted"]], explain
+    assert "Traceback" not in run.stderr, explain
+    assert "resource_tracker" not in run.stderr, explain
+
+
+@pytest.mark.skipif(private_shm_problem() is not None, reason=str(private_shm_problem()))
+def test_unprivileged_shutdown_leaves_another_users_planted_name_alone(tmp_path):
+    """Another user's name with our tag and a dead pid: an unprivileged shutdown() returns, sparing it."""
+    # Under fork only: a process that dropped root may not read the interpreter (pyenv
+    # under /root, a venv in a private temporary directory) to start another. The sweep
+    # under test runs in the parent and in a worker's exit path, the same under every
+    # start method; the root test below runs under all three.
+    run, report = run_scenario(tmp_path, "scenario_foreign_name", "fork", "unprivileged", prefix=PRIVATE_SHM)
+    assert_foreign_name_spared(run, report, _sweep_scripts.EXECUTOR_UID)
+
+
+@pytest.mark.skipif(private_shm_problem() is not None, reason=str(private_shm_problem()))
+def test_root_sweep_leaves_another_users_planted_name_alone(tmp_path, start_method):
+    """Run as root, shutdown() and the orphaned sweep skip another user's name that carries their tag."""
+    run, report = run_scenario(tmp_path, "scenario_foreign_name", start_method, "root", prefix=PRIVATE_SHM)
+    assert_foreign_name_spared(run, report, 0)
