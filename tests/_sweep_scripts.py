@@ -15,6 +15,8 @@ import json
 import multiprocessing
 import os
 import secrets
+import signal
+import time
 from multiprocessing import resource_tracker
 from typing import Any
 
@@ -22,7 +24,8 @@ import numpy as np
 
 import zerocopy_executor as zc
 from tests import _fault_scripts
-from zerocopy_executor import _namespace, _segments
+from tests._processes import process_table
+from zerocopy_executor import _namespace, _segments, _sweep
 
 SHM_DIR = "/dev/shm"
 # The user who plants a name with our tag, and the one an unprivileged executor runs as.
@@ -110,7 +113,7 @@ def scenario_foreign_name(start_method: str, who: str) -> int:
     ours = _segments.create(4096, tag=tag)
     _segments.disown(ours)
     try:
-        orphaned: int | str = _segments.release_tagged(tag, orphaned=True)
+        orphaned: int | str = _sweep.release_tagged(tag, orphaned=True)
     except Exception as exc:
         orphaned = f"{type(exc).__name__}: {exc}"
         _segments.unlink(ours.name)
@@ -125,5 +128,67 @@ def scenario_foreign_name(start_method: str, who: str) -> int:
         after_shutdown=after_shutdown,
         orphaned=orphaned,
         after_orphaned=tagged(tag),
+    )
+    return 0
+
+
+def task_fork_grandchild(n: int, linger: float) -> tuple[int, str]:
+    """Fork a child that makes a shared array and lingers; return its pid and the array's segment.
+
+    The child ends without any clean-up, as forked children do: ``os._exit`` on SIGUSR1
+    or after linger seconds, or killed.
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read)
+            signal.signal(signal.SIGUSR1, lambda *_: os._exit(0))
+            array = zc.empty(n)
+            array[:] = 1.0
+            (name,) = _fault_scripts.segments_of([os.getpid()])
+            os.write(write, name.encode())
+            os.close(write)
+            time.sleep(linger)
+        finally:
+            os._exit(0)
+    os.close(write)
+    name = os.read(read, 100).decode()
+    os.close(read)
+    return pid, name
+
+
+def _has_exited(pid: int) -> bool:
+    entry = process_table().get(pid)
+    return entry is None or entry[1] == "Z"
+
+
+def scenario_grandchild(start_method: str, how: str) -> int:
+    """A task forks a child that makes a segment and outlives shutdown(); then it exits, or is SIGKILLed."""
+    ex = zc.SharedArrayExecutor(1, mp_context=multiprocessing.get_context(start_method))
+    pid, name = ex.submit(task_fork_grandchild, 1 << 16, 30.0).result(timeout=TIMEOUT)
+    started = time.monotonic()
+    ex.shutdown()
+    shutdown_seconds = time.monotonic() - started
+    spared = os.path.exists(f"{SHM_DIR}/{name}")
+    time.sleep(1.0)  # a watcher (if any) has had time to act, and must not have
+    still_spared = os.path.exists(f"{SHM_DIR}/{name}")
+    os.kill(pid, signal.SIGKILL if how == "sigkill" else signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while not _has_exited(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    exited = time.monotonic()
+    while os.path.exists(f"{SHM_DIR}/{name}") and time.monotonic() < exited + 5:
+        time.sleep(0.01)
+    released_after = time.monotonic() - exited
+    emit(
+        "REPORT",
+        name=name,
+        shutdown_seconds=shutdown_seconds,
+        spared=spared,
+        still_spared=still_spared,
+        exited=_has_exited(pid),
+        left=tagged(ex._sharing.tag),
+        released_after=released_after,
     )
     return 0

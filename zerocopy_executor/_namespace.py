@@ -19,7 +19,8 @@ Who releases what:
 - a segment's owner unlinks it when its last view dies (see _segments);
 - ``shutdown()`` sweeps the executor's tag once its workers are gone, sparing what
   the parent still holds (results outlive the executor) and what a still-running
-  creator owns (it unlinks its own);
+  creator owns (it unlinks its own), and sweeps again as each such creator exits
+  (see _sweep);
 - a worker that sees the parent die sweeps the tag before it exits (DESIGN.md fact 2),
   so nothing waits for the resource tracker's own clean-up, which warns.
 
@@ -46,6 +47,7 @@ __all__ = [
     "new_name",
     "new_tag",
     "process_tag",
+    "running_creators",
     "set_process_tag",
     "shm_free_bytes",
     "shm_total_bytes",
@@ -105,6 +107,12 @@ def tagged_names(tag: str, keep: Collection[str] = (), *, spare_running_creators
         for name, pid in _tagged(tag)
         if name not in keep and not (spare_running_creators and pid != me and _is_running(pid))
     ]
+
+
+def running_creators(tag: str) -> set[int]:
+    """Running processes, other than this one, that made segments of this user with tag."""
+    me = os.getpid()
+    return {pid for _, pid in _tagged(tag) if pid != me and _is_running(pid)}
 
 
 def _tagged(tag: str) -> list[tuple[str, int]]:

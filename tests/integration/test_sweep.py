@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import threading
+import time
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 
 from tests import _sweep_scripts
 from tests._checkout import run_checkout_script
-from zerocopy_executor import _namespace, _segments
+from zerocopy_executor import _namespace, _segments, _sweep
 
 FORK = multiprocessing.get_context("fork")  # shares this process's resource tracker (fact 3)
 
@@ -35,6 +37,7 @@ def _create_and_report(tag: str, names: multiprocessing.connection.Connection, h
 
 
 def _child(tag: str, *, hold: bool) -> tuple[multiprocessing.process.BaseProcess, str, object]:
+    resource_tracker.ensure_running()  # else the child starts one of its own, which cleans up after it
     ours, theirs = FORK.Pipe()
     child = FORK.Process(target=_create_and_report, args=(tag, theirs, hold))
     child.start()
@@ -48,7 +51,7 @@ def test_release_tagged_sweeps_a_dead_creators_segment():
     child, name, _ = _child(tag, hold=False)
     child.join(30)
     assert _exists(name)
-    assert _segments.release_tagged(tag) == 1
+    assert _sweep.release_tagged(tag) == 1
     assert not _exists(name)
 
 
@@ -58,13 +61,33 @@ def test_release_tagged_spares_a_running_creator_unless_orphaned():
     child, name, pipe = _child(tag, hold=True)
     try:
         assert _namespace.creator_pid(name) == child.pid
-        assert _segments.release_tagged(tag) == 0
+        assert _sweep.release_tagged(tag) == 0
         assert _exists(name)
-        assert _segments.release_tagged(tag, orphaned=True) == 1
+        assert _sweep.release_tagged(tag, orphaned=True) == 1
         assert not _exists(name)
     finally:
         pipe.send("done")  # type: ignore[attr-defined]
         child.join(30)
+
+
+@pytest.mark.parametrize("watch", ["pidfd", "poll"])
+def test_release_at_close_releases_a_spared_creators_segment_once_it_exits(monkeypatch, watch):
+    """A creator spared at close keeps its segment while it runs; the segment goes soon after it exits."""
+    if watch == "poll":
+        monkeypatch.delattr(os, "pidfd_open")  # as on macOS, or Linux before 5.3
+    tag = _namespace.new_tag()
+    child, name, pipe = _child(tag, hold=True)
+    try:
+        _sweep.release_at_close(tag)
+        time.sleep(1.0)  # longer than a poll's period
+        assert _exists(name)
+    finally:
+        pipe.send("done")  # type: ignore[attr-defined]
+        child.join(30)
+    deadline = time.monotonic() + 5
+    while _exists(name) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _exists(name)
 
 
 def test_release_tagged_unlinks_each_name_once_when_sweeps_race():
@@ -75,7 +98,7 @@ def test_release_tagged_unlinks_each_name_once_when_sweeps_race():
         _segments.disown(buffer)
     counts: list[int] = []
     sweepers = [
-        threading.Thread(target=lambda: counts.append(_segments.release_tagged(tag, orphaned=True)))
+        threading.Thread(target=lambda: counts.append(_sweep.release_tagged(tag, orphaned=True)))
         for _ in range(2)
     ]
     for sweeper in sweepers:
@@ -88,7 +111,7 @@ def test_release_tagged_unlinks_each_name_once_when_sweeps_race():
 
 UNREGISTERED_LEFTOVER = """
 import multiprocessing, os, _posixshmem
-from zerocopy_executor import _namespace, _segments
+from zerocopy_executor import _namespace, _segments, _sweep
 
 def create_then_die(tag, conn):
     # As a worker killed between creating a segment and registering it.
@@ -110,7 +133,7 @@ if __name__ == "__main__":
     child.join()
     registered = _segments.create(4096, tag=tag)  # and one registered as usual, left behind
     _segments.disown(registered)
-    assert _segments.release_tagged(tag) == 2
+    assert _sweep.release_tagged(tag) == 2
     assert not os.path.exists("/dev/shm/" + name)
     print("ok")
 """
@@ -201,3 +224,24 @@ def test_root_sweep_leaves_another_users_planted_name_alone(tmp_path, start_meth
     """Run as root, shutdown() and the orphaned sweep skip another user's name that carries their tag."""
     run, report = run_scenario(tmp_path, "scenario_foreign_name", start_method, "root", prefix=PRIVATE_SHM)
     assert_foreign_name_spared(run, report, 0)
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_segment_of_a_forked_child_that_outlives_shutdown_goes_when_it_exits(tmp_path, start_method, how):
+    """A task's forked child keeps its segment past shutdown(); once it exits or is killed, it goes."""
+    run, report = run_scenario(tmp_path, "scenario_grandchild", start_method, how)
+    explain = f"{report}\n--- stderr ---\n{run.stderr}"
+    assert report["shutdown_seconds"] < 5, f"shutdown() waited for the child; {explain}"
+    assert report["spared"], f"the running child's segment was unlinked by shutdown(); {explain}"
+    assert report["still_spared"], f"the running child's segment was unlinked after shutdown(); {explain}"
+    assert report["exited"], explain
+    assert report["left"] == [], explain
+    assert "Traceback" not in run.stderr, explain
+    assert "KeyError" not in run.stderr, explain
+    # From Python 3.13.x (gh-146313) a child forked with os.fork() gets a resource
+    # tracker of its own, which reports the child's segment as leaked when it exits
+    # (and fails to unlink it if we did first): about that segment, nothing else.
+    noise = [
+        line for line in run.stderr.splitlines() if "resource_tracker" in line and report["name"] not in line
+    ]
+    assert noise == [], explain
