@@ -15,7 +15,17 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
-from . import _allocator, _arrays, _codec, _identity, _namespace, _pool, _segments, _sweep
+from . import (
+    _allocator,
+    _arrays,
+    _codec,
+    _fork_safety,  # noqa: F401 - imported for its at-fork handler, before any worker is forked
+    _identity,
+    _namespace,
+    _pool,
+    _segments,
+    _sweep,
+)
 from ._config import SharingPolicy
 from ._errors import SharedArrayError
 from ._replies import ChunkReply
