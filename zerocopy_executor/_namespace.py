@@ -19,9 +19,13 @@ Who releases what:
 - a segment's owner unlinks it when its last view dies (see _segments);
 - ``shutdown()`` sweeps the executor's tag once its workers are gone, sparing what
   the parent still holds (results outlive the executor) and what a still-running
-  creator owns (it unlinks its own);
+  creator owns (it unlinks its own), and sweeps again as each such creator exits
+  (see _sweep);
 - a worker that sees the parent die sweeps the tag before it exits (DESIGN.md fact 2),
   so nothing waits for the resource tracker's own clean-up, which warns.
+
+A sweep touches only names owned by this process's user: /dev/shm is shared by every
+user, and anyone can plant a name with our prefix and tag (DESIGN.md fact 21).
 
 Listing segments needs /dev/shm (Linux); elsewhere sweeping finds nothing, and what a
 crashed worker left is reclaimed by the resource tracker when the parent exits.
@@ -43,6 +47,7 @@ __all__ = [
     "new_name",
     "new_tag",
     "process_tag",
+    "running_creators",
     "set_process_tag",
     "shm_free_bytes",
     "shm_total_bytes",
@@ -88,7 +93,7 @@ def creator_pid(name: str) -> int | None:
 
 
 def tagged_names(tag: str, keep: Collection[str] = (), *, spare_running_creators: bool = True) -> list[str]:
-    """Names in /dev/shm that carry tag, except those in keep.
+    """Names in /dev/shm that carry tag and belong to this user, except those in keep.
 
     Args:
         tag: the executor's tag.
@@ -96,20 +101,40 @@ def tagged_names(tag: str, keep: Collection[str] = (), *, spare_running_creators
         spare_running_creators: leave out segments whose creator is a running process
             other than this one: it owns them and will unlink them itself.
     """
+    me = os.getpid()
+    return [
+        name
+        for name, pid in _tagged(tag)
+        if name not in keep and not (spare_running_creators and pid != me and _is_running(pid))
+    ]
+
+
+def running_creators(tag: str) -> set[int]:
+    """Running processes, other than this one, that made segments of this user with tag."""
+    me = os.getpid()
+    return {pid for _, pid in _tagged(tag) if pid != me and _is_running(pid)}
+
+
+def _tagged(tag: str) -> list[tuple[str, int]]:
+    """(name, creator pid) of the names in /dev/shm that carry tag and belong to this user."""
     try:
         names = os.listdir(SHM_DIR)
     except OSError:  # no /dev/shm (macOS): see the module docstring
         return []
-    me = os.getpid()
+    uid = os.geteuid()
     found = []
     for name in names:
         match = NAME_PATTERN.fullmatch(name)
-        if match is None or match.group(2) != tag or name in keep:
+        if match is None or match.group(2) != tag:
             continue
-        pid = int(match.group(1))
-        if spare_running_creators and pid != me and _is_running(pid):
+        try:
+            info = os.stat(f"{SHM_DIR}/{name}", follow_symlinks=False)
+        except OSError:  # unlinked meanwhile
             continue
-        found.append(name)
+        # Another user's name (planted, or made by a worker that changed its uid) is
+        # never ours to unlink: in a sticky /dev/shm that fails, and as root it must not.
+        if info.st_uid == uid:
+            found.append((name, int(match.group(1))))
     return found
 
 

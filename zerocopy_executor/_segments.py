@@ -11,7 +11,7 @@ The rules that keep /dev/shm clean (DESIGN.md facts 1, 3, 4 and 8):
   a pool shares that tracker, so attaching never registers (gh-82300: before 3.13
   ``SharedMemory(name=...)`` registers on attach, hence the use of ``_posixshmem``).
 - Whoever's ``shm_unlink`` succeeds unregisters it, once; unlinking is atomic, so two
-  cleaners (an owner and the executor's sweep, see _namespace) never both unregister.
+  cleaners (an owner and the executor's sweep, see _sweep) never both unregister.
 - Pages are reserved with ``posix_fallocate`` at creation: on a full tmpfs the first
   write to an unbacked page raises SIGBUS, a reserved one cannot.
 - The process that owns a segment unlinks it when its last view is garbage-collected
@@ -55,9 +55,9 @@ __all__ = [
     "is_owned",
     "on_release",
     "owned_live_names",
-    "release_tagged",
     "take_ownership",
     "unlink",
+    "unlink_leftover",
 ]
 
 _RTYPE = "shared_memory"
@@ -164,7 +164,7 @@ def _fill_new(name: str, nbytes: int, fd: int) -> SegmentBuffer:
     """Register, size, reserve and map the segment just created as fd; unlink it if that fails."""
     # After the name exists: a registration with no segment behind it would make the
     # tracker warn at exit. A process killed between the two steps leaves a segment
-    # unregistered, which release_tagged() copes with.
+    # unregistered, which unlink_leftover() copes with.
     resource_tracker.register("/" + name, _RTYPE)
     size = _staggered(nbytes)
     try:
@@ -301,32 +301,19 @@ def unlink(
     return not gone
 
 
-def release_tagged(tag: str, *, orphaned: bool = False) -> int:
-    """Unlink the segments that carry an executor's tag (see _namespace); return how many.
+def unlink_leftover(name: str) -> bool:
+    """Unlink a segment a dead creator left (a sweep); return False if it was already gone.
 
-    Args:
-        tag: the executor's tag.
-        orphaned: the executor's parent is dead (a worker's last act): everything with
-            the tag goes, whoever made it, and other workers may be sweeping at once.
-            Otherwise (the parent, at shutdown or exit) the segments this process still
-            holds and those of creators still running are spared, and this process is
-            the only one to unlink the others: it then also copes with a segment whose
-            creator was killed before registering it with the resource tracker, by
-            registering it first (the tracker keeps a set, so once is once).
+    Registered first (its creator may have died before registering it; the tracker keeps
+    a set), so the unregister that follows matches one. One sweeper per name (the
+    executor's parent, one sweep at a time): two would unregister it twice.
     """
-    if orphaned:
-        return sum(unlink(name) for name in _namespace.tagged_names(tag, spare_running_creators=False))
-    released = 0
-    with _reaper.exclusive():  # no mapping of ours is unlinked meanwhile
-        _reaper.drain()
-        for name in _namespace.tagged_names(tag, owned_live_names()):
-            path = "/" + name
-            resource_tracker.register(path, _RTYPE)
-            if unlink(name):  # it unregisters
-                released += 1
-            else:
-                resource_tracker.unregister(path, _RTYPE)
-    return released
+    path = "/" + name
+    resource_tracker.register(path, _RTYPE)
+    if unlink(name):  # it unregisters
+        return True
+    resource_tracker.unregister(path, _RTYPE)
+    return False
 
 
 def find(low: int, high: int) -> tuple[SegmentBuffer, int] | None:

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from . import _codec, _namespace, _pool, _replies, _segments
+from . import _codec, _namespace, _pool, _replies, _segments, _sweep
 from ._config import SharingPolicy
 from ._errors import SegmentError, SharedArrayError
 from ._stats import StatsCounter
@@ -100,8 +100,8 @@ class SharingState:
         _OPEN_STATES.discard(self)
         self.pool.close()
         # Results outlive the executor (DESIGN.md): the segments this process holds are
-        # spared, and so are those of workers still running (they own them).
-        _segments.release_tagged(self.tag)
+        # spared, and so are those of creators still running (they own them) until they exit.
+        _sweep.release_at_close(self.tag)
 
 
 class TaskEnvelope:
@@ -201,7 +201,7 @@ _OPEN_STATES: weakref.WeakSet[SharingState] = weakref.WeakSet()
 def _release_at_exit() -> None:
     for state in list(_OPEN_STATES):
         state.pool.close()
-        _segments.release_tagged(state.tag)  # what this process holds, _segments unlinks after us
+        _sweep.release_tagged(state.tag)  # what this process holds, _segments unlinks after us
 
 
 atexit.register(_release_at_exit)

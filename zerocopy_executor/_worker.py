@@ -15,7 +15,17 @@ from collections.abc import Callable, Collection
 from functools import partial
 from typing import Any
 
-from . import _allocator, _arrays, _codec, _identity, _namespace, _pool, _segments
+from . import (
+    _allocator,
+    _arrays,
+    _codec,
+    _fork_safety,  # noqa: F401 - imported for its at-fork handler, before any worker is forked
+    _identity,
+    _namespace,
+    _pool,
+    _segments,
+    _sweep,
+)
 from ._config import SharingPolicy
 from ._errors import SharedArrayError
 from ._replies import ChunkReply
@@ -118,7 +128,7 @@ def initialize(setup: WorkerSetup) -> None:
     global _POLICY  # noqa: PLW0603 - one policy per worker process
     _namespace.set_process_tag(setup.tag)
     # Orphaned: release everything of this executor's, ours and the dead parent's.
-    release_all = partial(_segments.release_tagged, setup.tag, orphaned=True)
+    release_all = partial(_sweep.release_tagged, setup.tag, orphaned=True)
     exit_with_parent(setup.parent_pid, release_all)
     _POLICY = setup.policy
     if setup.initializer is not None:
