@@ -636,3 +636,20 @@ def return_lambda_beside_shared(n: int) -> tuple[np.ndarray, Any]:
 def return_lambda_beside_large(n: int) -> tuple[np.ndarray, Any]:
     """A large plain array (copied into a segment), beside a lambda."""
     return np.ones(n), lambda x: x + 1
+
+
+def reversed_view(a: np.ndarray) -> np.ndarray:
+    """A view of the argument with negative strides."""
+    return a[::-1]
+
+
+def read_only_view(a: np.ndarray) -> np.ndarray:
+    """A read-only view of the argument."""
+    view = a.view()
+    view.flags.writeable = False
+    return view
+
+
+def head_view(a: np.ndarray) -> np.ndarray:
+    """A small view of a large argument."""
+    return a[:10]

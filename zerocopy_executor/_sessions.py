@@ -244,7 +244,9 @@ class EncodeSession:
 
         A segment from an earlier task may be gone, or be another result's already, and
         an array the function keeps must not change under the parent: only shared inputs
-        and memory private to this call qualify, and no two arrays of a result overlap
+        and memory private to this call qualify. Private memory goes by reference only
+        as pickling would deliver it: a contiguous array that fills most of its segment,
+        with the writeable flag a pickled copy gets, no two arrays of a result overlapping
         (but immutable buffers: nothing writes through those).
         """
         if buffer.name in self.inputs:
@@ -253,6 +255,8 @@ class EncodeSession:
             return False
         private = buffer.name in self.private or buffer in self.handed_over
         if not private and not (_segments.is_owned(buffer) and buffer.views is not None):
+            return False
+        if not _sent_whole_as_pickled(array, len(buffer), immutable):
             return False
         low, high = _arrayref.address_extent(array)
         for first, end, frozen in self.extents:
@@ -304,6 +308,20 @@ class EncodeSession:
         tally = self.tally
         tally[f"arrays_{path}"] = tally.get(f"arrays_{path}", 0) + 1
         tally[f"bytes_{path}"] = tally.get(f"bytes_{path}", 0) + nbytes
+
+
+def _sent_whole_as_pickled(array: NDArray[Any], segment_nbytes: int, immutable: bool) -> bool:
+    """Whether array, by reference, arrives as a pickled copy would: else it is copied.
+
+    Pickling sends a view's bytes alone (a small view must not keep a large segment
+    alive), a non-contiguous one as a contiguous copy, and sets the writeable flag as
+    arrives_writeable says (immutable buffers have no flag to get wrong).
+    """
+    if not (array.flags.c_contiguous or array.flags.f_contiguous):
+        return False
+    if not _pool.fits(segment_nbytes, array.nbytes):
+        return False
+    return immutable or bool(array.flags.writeable) == arrives_writeable(array)
 
 
 def _exact_reduction(array: NDArray[Any]) -> tuple[Any, ...] | None:

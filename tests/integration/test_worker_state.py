@@ -8,6 +8,8 @@ for shared inputs, which are the same memory by design (README, Semantics).
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,18 @@ def test_views_of_a_shared_input_still_alias_it(executor):
     whole, head = executor.submit(_tasks.argument_and_view, shared).result(TIMEOUT)
     assert np.shares_memory(whole, shared)
     assert np.shares_memory(head, shared)
+
+
+@pytest.mark.parametrize("task", [_tasks.reversed_view, _tasks.read_only_view, _tasks.head_view])
+def test_view_of_a_plain_argument_arrives_as_pickled(executor, mp_context, task):
+    """A view of a plain argument returned alone has pickling's layout, flags and size."""
+    a = np.arange(N, dtype=np.float64)
+    with ProcessPoolExecutor(1, mp_context=mp_context) as ppe:
+        expected = ppe.submit(task, a).result(TIMEOUT)
+    got = executor.submit(task, a).result(TIMEOUT)
+    np.testing.assert_array_equal(got, expected)
+    assert got.strides == expected.strides
+    assert got.flags.writeable == expected.flags.writeable
+    assert got.flags.c_contiguous == expected.flags.c_contiguous
+    if got.nbytes < N:  # a small view does not keep the whole argument's copy alive
+        assert not zc.is_shared(got)
