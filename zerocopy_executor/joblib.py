@@ -34,15 +34,19 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import util
 from multiprocessing.context import BaseContext
 from typing import Any
 
 try:
     import joblib
     import threadpoolctl
+    from joblib._parallel_backends import inside_dask_worker
+    from joblib.externals.loky import process_executor
     from joblib.parallel import (
         AutoBatchingMixin,
         FallbackToBackend,
@@ -106,8 +110,19 @@ def initialize_worker(
     limits = thread_limits(env)
     if limits:
         threadpoolctl.threadpool_limits(limits=limits)
+    util.Finalize(None, stop_nested_loky, exitpriority=20)
     if user_initializer is not None:
         user_initializer(*user_initargs)
+
+
+def stop_nested_loky() -> None:
+    """At a worker's exit, shut down the loky executors its tasks' nested calls started.
+
+    multiprocessing joins a worker's children before loky's own exit hook would stop
+    them (after 300 idle seconds otherwise); loky's workers call this same function
+    before they exit (``loky.process_executor._python_exit``, private in joblib 1.4-1.6).
+    """
+    process_executor._python_exit()
 
 
 def shutdown() -> None:
@@ -190,9 +205,37 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
             raise ValueError(msg)
         if n_jobs is None:
             return 1
+        reason = self.why_sequential()
+        if reason is not None:
+            if n_jobs != 1:
+                warnings.warn(reason, stacklevel=3)
+            return 1
         if n_jobs < 0:
             return max(int(joblib.cpu_count()) + 1 + n_jobs, 1)
         return n_jobs
+
+    def why_sequential(self) -> str | None:
+        """Why a call here must run in this process (as loky decides), or None if it may start workers.
+
+        A daemonic process (a multiprocessing or dask worker) may not have children,
+        and a call nested in a thread (under joblib's threading backend, say) must not
+        fork from it; loky runs such calls sequentially too, with the same warnings.
+        """
+        if multiprocessing.current_process().daemon:
+            if inside_dask_worker():
+                return (
+                    f"the {BACKEND_NAME!r} backend cannot start workers inside a daemonic dask worker, "
+                    "setting n_jobs=1; to run in parallel there, create the dask cluster after "
+                    "dask.config.set({'distributed.worker.daemon': False}) "
+                    "or with DASK_DISTRIBUTED__WORKER__DAEMON=False"
+                )
+            return (
+                f"the {BACKEND_NAME!r} backend cannot start workers in a daemonic process "
+                "(a multiprocessing worker); setting n_jobs=1"
+            )
+        if not (self.in_main_thread() or self.nesting_level == 0):
+            return f"{BACKEND_NAME!r}-backed parallel loops cannot be nested below threads; setting n_jobs=1"
+        return None
 
     def configure(
         self,

@@ -251,3 +251,68 @@ def test_interpreter_exit_shuts_the_executor_down():
     assert "Traceback" not in done.stderr
     assert "leaked" not in done.stderr
     assert time.monotonic() - start < 30
+
+
+def test_nested_call_in_a_daemonic_worker_runs_sequentially(mp_context):
+    """A call inside a multiprocessing worker (daemonic) runs in that worker with a warning, as loky's."""
+    with mp_context.Pool(2) as pool:  # a multiprocessing.Pool's workers are daemonic
+        out = pool.map_async(_client_tasks.nested_zerocopy_call, [3, 3]).get(timeout=60)
+    for worker, pids, warnings in out:
+        assert pids == [worker] * 3
+        assert any("daemonic" in w for w in warnings), warnings
+
+
+def test_nested_call_below_threads_runs_sequentially():
+    """A call nested in a threading-backend task runs in that thread with a warning, as loky's."""
+    out = Parallel(n_jobs=2, backend="threading")(
+        delayed(_client_tasks.nested_zerocopy_call)(3) for _ in range(2)
+    )
+    for worker, pids, warnings in out:
+        assert pids == [worker] * 3
+        assert any("nested below threads" in w for w in warnings), warnings
+
+
+def run_call_in_child(mp_context) -> tuple[list[float], int | None]:
+    """Run one call in a child process; return its results and exit code (None: still running)."""
+    results = mp_context.Queue()
+    child = mp_context.Process(
+        target=_client_tasks.zerocopy_call_in_child, args=(mp_context.get_start_method(), results)
+    )
+    child.start()
+    try:
+        out = results.get(timeout=60)
+        child.join(timeout=30)
+        return out, child.exitcode
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()
+        results.close()
+        results.join_thread()
+
+
+def test_child_process_exits_after_its_call(mp_context):
+    """A child process that ran a call exits at once: its executor stops before multiprocessing joins it."""
+    out, exitcode = run_call_in_child(mp_context)
+    assert out == [float(i) * (1 << 18) for i in range(4)]
+    assert exitcode == 0
+
+
+def test_forked_child_gets_its_own_executor():
+    """A child forked after the parent's call starts its own executor, not the parent's copy."""
+    fork = multiprocessing.get_context("fork")
+    with parallel_config(backend="zerocopy", n_jobs=2, mp_context=fork):
+        assert Parallel()(delayed(_client_tasks.pid)(i) for i in range(4))
+    out, exitcode = run_call_in_child(fork)
+    assert out == [float(i) * (1 << 18) for i in range(4)]
+    assert exitcode == 0
+
+
+def test_nested_loky_workers_stop_with_ours(mp_context):
+    """Workers that ran a nested loky call stop its workers when they exit, as loky's workers do."""
+    with parallel_config(backend="zerocopy", n_jobs=2, mp_context=mp_context):
+        out = Parallel()(delayed(_client_tasks.nested_loky_call)(2) for _ in range(2))
+    assert all(len(pids) == 2 for pids in out)
+    start = time.monotonic()
+    zc_joblib.shutdown()  # else multiprocessing waits for loky's idle timeout (300 s) in each worker
+    assert time.monotonic() - start < 30
