@@ -148,3 +148,9 @@ def write_into(a: np.ndarray) -> str:
 def seen_in_worker(a: np.ndarray) -> tuple[bool, bool, float]:
     """What a worker sees of an argument: in shared memory?, writable?, its sum."""
     return zc.is_shared(a), bool(a.flags.writeable), float(a.sum())
+
+
+def seen_in_list(arrays: list[np.ndarray]) -> tuple[bool, bool, bool, float]:
+    """What a worker sees of a list holding one array twice: one object?, shared?, writable?, sum."""
+    first = arrays[0]
+    return first is arrays[1], zc.is_shared(first), bool(first.flags.writeable), float(first.sum())
