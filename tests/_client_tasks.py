@@ -98,3 +98,59 @@ def bump(x: float, data: np.ndarray) -> np.ndarray:
 
 def identity(x: Any) -> Any:
     return x
+
+
+def nested_zerocopy_call(n: int) -> tuple[int, list[int], list[str]]:
+    """In a worker: a Parallel call on the "zerocopy" backend; its pids and the warnings it gave."""
+    import warnings
+
+    from joblib import Parallel, delayed
+
+    import zerocopy_executor.joblib as zc_joblib
+
+    zc_joblib.register()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pids = Parallel(n_jobs=2, backend="zerocopy")(delayed(pid)(i) for i in range(n))
+    return os.getpid(), pids, [str(w.message) for w in caught]
+
+
+def nested_loky_call(n: int) -> list[int]:
+    """In a worker: a Parallel call on loky, which starts (and keeps) loky workers there."""
+    from joblib import Parallel, delayed
+
+    return Parallel(n_jobs=2, backend="loky")(delayed(pid)(i) for i in range(n))
+
+
+def zerocopy_call_in_child(start_method: str, results: Any) -> None:
+    """A child process's target: one Parallel call on the "zerocopy" backend, its result put on a queue."""
+    import multiprocessing
+
+    from joblib import Parallel, delayed, parallel_config
+
+    import zerocopy_executor.joblib as zc_joblib
+
+    zc_joblib.register()
+    context = multiprocessing.get_context(start_method)
+    with parallel_config(backend="zerocopy", n_jobs=2, mp_context=context):
+        results.put(Parallel()(delayed(total)(np.full(1 << 18, float(i))) for i in range(4)))
+
+
+def write_into(a: np.ndarray) -> str:
+    """Write into an argument; return the error's message, or "" if the write went through."""
+    try:
+        a[0] = -1.0
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def seen_in_worker(a: np.ndarray) -> tuple[bool, bool, float]:
+    """What a worker sees of an argument: in shared memory?, writable?, its sum."""
+    return zc.is_shared(a), bool(a.flags.writeable), float(a.sum())
+
+
+def seen_in_list(arrays: list[np.ndarray]) -> tuple[bool, bool, bool, float]:
+    """What a worker sees of a list holding one array twice: one object?, shared?, writable?, sum."""
+    first = arrays[0]
+    return first is arrays[1], zc.is_shared(first), bool(first.flags.writeable), float(first.sum())

@@ -16,10 +16,12 @@ configurations are shut down then, so at most one idle pool of workers is kept.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing import util
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -109,9 +111,11 @@ class ReusableExecutors:
         self._leases: list[Lease] = []  # held or idle; retired ones until their last user leaves
         self._closers: list[threading.Thread] = []
         self._watcher: threading.Thread | None = None
+        self._exit_hook_pid = 0  # the process whose exit shuts the executors down
 
     def acquire(self, config: ExecutorConfig) -> Lease:
         """Take the executor for config (a new one if none matches)."""
+        self._hook_exit()
         with self._lock:
             lease = next((x for x in self._leases if not x.retired and x.config.matches(config)), None)
             if lease is None:
@@ -161,6 +165,30 @@ class ReusableExecutors:
         for closer in closers:
             closer.join()
 
+    def forget_after_fork(self) -> None:
+        """In a forked child: the executors seen so far are the parent's; never use nor close them.
+
+        Their queues and workers belong to the parent: a task submitted here could be
+        run by the parent's workers and answered to the parent, and closing them here
+        would stop the parent's pool.
+        """
+        _INHERITED.extend(self._leases)
+        self._lock = threading.Condition()
+        self._leases, self._closers, self._watcher = [], [], None
+
+    def _hook_exit(self) -> None:
+        """Shut the executors down at this process's exit, before multiprocessing joins its children.
+
+        In a multiprocessing child (a loky or multiprocessing worker that ran a call,
+        a user's Process) ``multiprocessing.util._exit_function`` joins every
+        non-daemonic child before atexit runs: without this, it waits forever for
+        our idle workers. Finalizers of priority 20 run first there, before the
+        queues' own (10), as loky's executor does for its pool.
+        """
+        if self._exit_hook_pid != os.getpid():
+            self._exit_hook_pid = os.getpid()
+            util.Finalize(None, self.shutdown, exitpriority=20)
+
     def _watch(self) -> None:
         with self._lock:
             while True:
@@ -188,5 +216,9 @@ class ReusableExecutors:
         self._closers = [t for t in self._closers if t.is_alive()] + [closer]
 
 
+# Leases a forked child inherited from its parent (see forget_after_fork): kept, never used.
+_INHERITED: list[Lease] = []
+
 EXECUTORS = ReusableExecutors()
 atexit.register(EXECUTORS.shutdown)
+os.register_at_fork(after_in_child=EXECUTORS.forget_after_fork)

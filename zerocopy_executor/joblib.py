@@ -13,20 +13,21 @@ How a Parallel call runs::
 
     Parallel.__call__ ─ configure(): take the reused executor for this
                         (n_jobs, start method, initializer, thread limits)
-      ├─ submit(BatchedCalls) ─ SharedArrayExecutor.submit: large arrays in the
-      │                         batch travel through shared memory, as do results
+      ├─ submit(BatchedCalls) ─ arrays of more than max_nbytes → the call's one
+      │                         shared copy of each; SharedArrayExecutor.submit:
+      │                         large arrays in the batch travel through shared
+      │                         memory, as do results
       ├─ first error or timeout ─ abort_everything(): cancel what has not started
       │                           (kill the workers where the executor can)
-    terminate() ─ hand the executor back; shut down after idle_worker_timeout
+    terminate() ─ release the call's copies; hand the executor back; shut down
+                  after idle_worker_timeout
 
-Workers limit their BLAS and OpenMP thread pools as loky's do (fact 18): each
-gets ``cpu_count() // n_jobs`` threads (at least 1), through the usual environment
-variables (for libraries loaded later) and threadpoolctl (for those loaded
-already, as under fork), unless the parent set the variables itself.
-
-Non-goals: nested Parallel calls inside a task use joblib's default nested
-backend (threads), as loky does; joblib's memmapping options (*max_nbytes*,
-*mmap_mode*, *temp_folder*) are ignored: arrays go through shared memory instead.
+As with loky: workers limit their BLAS and OpenMP thread pools (see
+_joblib_workers); a large array handed to many tasks of one call is copied once into
+shared memory and every task reads that copy, read-only under joblib's default
+*mmap_mode* (see _joblib_sharing; *temp_folder* does not apply); a Parallel call
+nested in a task uses joblib's nested backend (threads), and one that cannot start
+workers here (in a daemonic process, or nested below threads) runs sequentially.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
@@ -42,9 +44,12 @@ from typing import Any
 
 try:
     import joblib
-    import threadpoolctl
+    import threadpoolctl  # noqa: F401 - checked here, used by _joblib_workers
+    from joblib._parallel_backends import inside_dask_worker
+    from joblib.disk import memstr_to_bytes
     from joblib.parallel import (
         AutoBatchingMixin,
+        BatchedCalls,
         FallbackToBackend,
         ParallelBackendBase,
         SequentialBackend,
@@ -57,14 +62,17 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(msg) from exc
 
 from . import SharedArrayExecutor
+from ._joblib_sharing import CallArrays
+from ._joblib_workers import initialize_worker
 from ._reusable import EXECUTORS, ExecutorConfig, Lease
 
 __all__ = ["BACKEND_NAME", "DEFAULT_IDLE_WORKER_TIMEOUT", "SharedArrayBackend", "register", "shutdown"]
 
 BACKEND_NAME = "zerocopy"
 DEFAULT_IDLE_WORKER_TIMEOUT = 300.0  # seconds, as loky's reusable executor
-# Parallel passes these to every backend's configure(); they steer joblib's
-# memmapping and backend choice, which do not apply here.
+_DEFAULT_MAX_NBYTES = 1 << 20  # joblib's "1M": larger arrays are shared once per call
+# Parallel passes these to every backend's configure(): max_nbytes and mmap_mode say
+# which arrays a call shares once (see _joblib_sharing); the others do not apply here.
 _JOBLIB_KEYWORDS = frozenset(
     {"max_nbytes", "temp_folder", "mmap_mode", "prefer", "require", "verbose", "context"}
 )
@@ -78,36 +86,6 @@ def _default_context() -> BaseContext:
     # fork on Linux before 3.14, where, as with loky, a script needs no main guard
     # (forkserver and spawn run the main module again in each worker; loky does not).
     return multiprocessing.get_context()
-
-
-def thread_limits(env: dict[str, str]) -> dict[str, int]:
-    """The threadpoolctl limits the worker environment *env* asks for, by user API."""
-    limits: dict[str, int] = {}
-    for api, names in (
-        ("openmp", ("OMP_NUM_THREADS",)),
-        ("blas", ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")),
-    ):
-        values = [env[name] for name in names if name in env]
-        numbers = [int(v) for v in values if v.strip().isdigit()]  # OMP's "4,2" nesting lists: leave alone
-        if numbers:
-            limits[api] = min(numbers)
-    return limits
-
-
-def initialize_worker(
-    env: dict[str, str], user_initializer: Callable[..., object] | None, user_initargs: tuple[Any, ...]
-) -> None:
-    """Worker initializer: limit thread pools, then run the user's initializer.
-
-    The variables cover libraries the worker loads from now on; threadpoolctl the
-    ones already loaded (under fork, or imported by the worker before this ran).
-    """
-    os.environ.update(env)
-    limits = thread_limits(env)
-    if limits:
-        threadpoolctl.threadpool_limits(limits=limits)
-    if user_initializer is not None:
-        user_initializer(*user_initargs)
 
 
 def shutdown() -> None:
@@ -124,6 +102,11 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
 
     Registered as ``"zerocopy"`` by :func:`register`. Keyword arguments given to
     ``joblib.parallel_config(backend="zerocopy", ...)`` configure the executor.
+    joblib's own *max_nbytes* and *mmap_mode* act as with loky: within one call, an
+    array of more than *max_nbytes* (1 MiB by default) is copied into shared memory
+    once and every task gets that copy, read-only under *mmap_mode* "r" (the default),
+    writable and shared under "r+" or "w+", while "c" (or *max_nbytes* None) gives
+    each task its own writable copy.
 
     Args:
         nesting_level: set by joblib.
@@ -179,6 +162,8 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
         }
         self._options["idle_worker_timeout"] = float(idle_worker_timeout)
         self._call_kwargs: dict[str, Any] = {}
+        self._sharing_kwargs: dict[str, Any] = {}  # the call's max_nbytes and mmap_mode
+        self._arrays: CallArrays | None = None
         self._lease: Lease | None = None
         self._futures: set[Future[Any]] = set()
         self._futures_lock = threading.Lock()
@@ -190,9 +175,37 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
             raise ValueError(msg)
         if n_jobs is None:
             return 1
+        reason = self.why_sequential()
+        if reason is not None:
+            if n_jobs != 1:
+                warnings.warn(reason, stacklevel=3)
+            return 1
         if n_jobs < 0:
             return max(int(joblib.cpu_count()) + 1 + n_jobs, 1)
         return n_jobs
+
+    def why_sequential(self) -> str | None:
+        """Why a call here must run in this process (as loky decides), or None if it may start workers.
+
+        A daemonic process (a multiprocessing or dask worker) may not have children,
+        and a call nested in a thread (under joblib's threading backend, say) must not
+        fork from it; loky runs such calls sequentially too, with the same warnings.
+        """
+        if multiprocessing.current_process().daemon:
+            if inside_dask_worker():
+                return (
+                    f"the {BACKEND_NAME!r} backend cannot start workers inside a daemonic dask worker, "
+                    "setting n_jobs=1; to run in parallel there, create the dask cluster after "
+                    "dask.config.set({'distributed.worker.daemon': False}) "
+                    "or with DASK_DISTRIBUTED__WORKER__DAEMON=False"
+                )
+            return (
+                f"the {BACKEND_NAME!r} backend cannot start workers in a daemonic process "
+                "(a multiprocessing worker); setting n_jobs=1"
+            )
+        if not (self.in_main_thread() or self.nesting_level == 0):
+            return f"{BACKEND_NAME!r}-backed parallel loops cannot be nested below threads; setting n_jobs=1"
+        return None
 
     def configure(
         self,
@@ -205,7 +218,8 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
         Args:
             n_jobs: the workers asked for.
             parallel: the joblib.Parallel instance.
-            **backend_kwargs: joblib's memmapping keywords (ignored) and this
+            **backend_kwargs: joblib's keywords (*max_nbytes* and *mmap_mode* say
+                which arrays the call shares once; see _joblib_sharing) and this
                 backend's own, which override the constructor's for this call.
 
         Raises:
@@ -230,6 +244,12 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
             max_tasks_per_child=options["max_tasks_per_child"],
         )
         self._lease = EXECUTORS.acquire(config)
+        self._sharing_kwargs = {k: v for k, v in backend_kwargs.items() if k in ("max_nbytes", "mmap_mode")}
+        max_nbytes = self._sharing_kwargs.get("max_nbytes", _DEFAULT_MAX_NBYTES)
+        if isinstance(max_nbytes, str):  # Parallel converts "1M"; a direct caller may not
+            max_nbytes = memstr_to_bytes(max_nbytes)
+        mmap_mode = self._sharing_kwargs.get("mmap_mode", "r")
+        self._arrays = CallArrays(self._lease.executor._sharing, max_nbytes, mmap_mode)
         self.parallel = parallel
         return n_jobs
 
@@ -255,10 +275,15 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
         return None if self._lease is None else self._lease.executor
 
     def submit(self, func: Callable[[], Any], callback: Callable[[Any], object] | None = None) -> Future[Any]:
-        """Run a batch of calls on the executor; callback gets its future when done."""
+        """Run a batch of calls on the executor; callback gets its future when done.
+
+        The batch's large arrays are first swapped for the call's shared copies.
+        """
         if self._lease is None:
             msg = f"the {BACKEND_NAME!r} backend is not configured; run it through joblib.Parallel"
             raise RuntimeError(msg)
+        if self._arrays is not None and isinstance(func, BatchedCalls):
+            func.items = self._arrays.share_in(func.items)
         future = self._lease.executor.submit(func)
         with self._futures_lock:
             self._futures.add(future)
@@ -301,14 +326,18 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
                 terminate()
         self._give_back()
         if ensure_ready and self.parallel is not None:
-            self.configure(n_jobs=self.parallel.n_jobs, parallel=self.parallel, **self._call_kwargs)
+            kwargs = {**self._call_kwargs, **self._sharing_kwargs}
+            self.configure(n_jobs=self.parallel.n_jobs, parallel=self.parallel, **kwargs)
 
     def terminate(self) -> None:
-        """End of a Parallel call: hand the executor back for the next one."""
+        """End of a Parallel call: release its shared copies, hand the executor back for the next one."""
         self._give_back()
         self.reset_batch_stats()
 
     def _give_back(self) -> None:
+        arrays, self._arrays = self._arrays, None
+        if arrays is not None:
+            arrays.close()
         lease, self._lease = self._lease, None
         if lease is not None:
             idle_timeout = self._call_kwargs.get("idle_worker_timeout", self._options["idle_worker_timeout"])

@@ -71,11 +71,13 @@ def test_large_arrays_travel_through_shared_memory():
         stats = backend.executor.stats()
     for i, result in enumerate(out):
         np.testing.assert_array_equal(result, arrays[i] + 1)
-    # Four arguments are copied. Each result is copied too, or, once a worker has asked
-    # the executor to lend it a segment for results (the C allocator), born in shared
-    # memory and sent by reference: which one depends on when joblib dispatches.
+    # Each argument is copied once, into the call's shared copy, which goes to its task
+    # by reference. Each result is copied too, or, once a worker has asked the executor
+    # to lend it a segment for results (the C allocator), born in shared memory and sent
+    # by reference: which one depends on when joblib dispatches.
     assert stats.arrays_copied >= 4
-    assert stats.arrays_copied + stats.arrays_by_reference == 8
+    assert stats.arrays_by_reference >= 4
+    assert stats.arrays_copied + stats.arrays_by_reference == 12
     assert stats.arrays_pickled == 0
 
 
@@ -260,3 +262,166 @@ def test_interpreter_exit_shuts_the_executor_down():
     assert "Traceback" not in done.stderr
     assert "leaked" not in done.stderr
     assert time.monotonic() - start < 30
+
+
+def test_nested_call_in_a_daemonic_worker_runs_sequentially(mp_context):
+    """A call inside a multiprocessing worker (daemonic) runs in that worker with a warning, as loky's."""
+    with mp_context.Pool(2) as pool:  # a multiprocessing.Pool's workers are daemonic
+        out = pool.map_async(_client_tasks.nested_zerocopy_call, [3, 3]).get(timeout=60)
+    for worker, pids, warnings in out:
+        assert pids == [worker] * 3
+        assert any("daemonic" in w for w in warnings), warnings
+
+
+def test_nested_call_below_threads_runs_sequentially():
+    """A call nested in a threading-backend task runs in that thread with a warning, as loky's."""
+    out = Parallel(n_jobs=2, backend="threading")(
+        delayed(_client_tasks.nested_zerocopy_call)(3) for _ in range(2)
+    )
+    for worker, pids, warnings in out:
+        assert pids == [worker] * 3
+        assert any("nested below threads" in w for w in warnings), warnings
+
+
+def run_call_in_child(mp_context) -> tuple[list[float], int | None]:
+    """Run one call in a child process; return its results and exit code (None: still running)."""
+    results = mp_context.Queue()
+    child = mp_context.Process(
+        target=_client_tasks.zerocopy_call_in_child, args=(mp_context.get_start_method(), results)
+    )
+    child.start()
+    try:
+        out = results.get(timeout=60)
+        child.join(timeout=30)
+        return out, child.exitcode
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()
+        results.close()
+        results.join_thread()
+
+
+def test_child_process_exits_after_its_call(mp_context):
+    """A child process that ran a call exits at once: its executor stops before multiprocessing joins it."""
+    out, exitcode = run_call_in_child(mp_context)
+    assert out == [float(i) * (1 << 18) for i in range(4)]
+    assert exitcode == 0
+
+
+def test_forked_child_gets_its_own_executor():
+    """A child forked after the parent's call starts its own executor, not the parent's copy."""
+    fork = multiprocessing.get_context("fork")
+    with parallel_config(backend="zerocopy", n_jobs=2, mp_context=fork):
+        assert Parallel()(delayed(_client_tasks.pid)(i) for i in range(4))
+    out, exitcode = run_call_in_child(fork)
+    assert out == [float(i) * (1 << 18) for i in range(4)]
+    assert exitcode == 0
+
+
+def test_nested_loky_workers_stop_with_ours(mp_context):
+    """Workers that ran a nested loky call stop its workers when they exit, as loky's workers do."""
+    with parallel_config(backend="zerocopy", n_jobs=2, mp_context=mp_context):
+        out = Parallel()(delayed(_client_tasks.nested_loky_call)(2) for _ in range(2))
+    assert all(len(pids) == 2 for pids in out)
+    start = time.monotonic()
+    zc_joblib.shutdown()  # else multiprocessing waits for loky's idle timeout (300 s) in each worker
+    assert time.monotonic() - start < 30
+
+
+def run_and_count(backend, executor, calls, **config):
+    """Run one Parallel call on backend; return its results and what it added to the executor's stats."""
+    before = executor.stats()
+    with parallel_config(backend=backend, n_jobs=2, **config):
+        out = Parallel()(calls)
+    after = executor.stats()
+    added = {k: getattr(after, k) - getattr(before, k) for k in ("arrays_copied", "arrays_by_reference")}
+    return out, added, after.live_segments
+
+
+@pytest.fixture
+def backend_and_executor(mp_context):
+    """A backend instance on mp_context, and the reused executor its calls run on."""
+    backend = zc_joblib.SharedArrayBackend(mp_context=mp_context)
+    with parallel_config(backend=backend, n_jobs=2), Parallel() as parallel:
+        parallel(delayed(_client_tasks.pid)(i) for i in range(2))  # the workers start
+        executor = backend.executor
+    return backend, executor
+
+
+def test_array_handed_to_many_tasks_is_shared_once_read_only(backend_and_executor):
+    """One array given to 4 tasks of a call is copied once; each task reads that copy read-only, as loky's."""
+    backend, executor = backend_and_executor
+    a = np.arange(BIG, dtype=float)
+    out, added, _ = run_and_count(
+        backend, executor, [delayed(_client_tasks.seen_in_worker)(a) for _ in range(4)]
+    )
+    assert out == [(True, False, float(a.sum()))] * 4
+    assert added == {"arrays_copied": 1, "arrays_by_reference": 4}
+    errors, _, _ = run_and_count(backend, executor, [delayed(_client_tasks.write_into)(a) for _ in range(4)])
+    assert errors == ["assignment destination is read-only"] * 4  # loky's words: numpy's
+    assert a.flags.writeable
+    assert a[0] == 0.0
+
+
+def test_call_copies_are_released_when_the_call_ends(backend_and_executor):
+    """Each call's copies go back to the executor's pool when it ends: calls do not pile up segments."""
+    backend, executor = backend_and_executor
+    live = []
+    for i in range(4):
+        a = np.full(BIG, float(i))
+        out, added, live_segments = run_and_count(
+            backend, executor, [delayed(_client_tasks.total)(a) for _ in range(4)]
+        )
+        assert out == [float(i) * BIG] * 4
+        assert added == {"arrays_copied": 1, "arrays_by_reference": 4}
+        live.append(live_segments)
+    assert live[-1] == live[1]  # the later calls reuse the first calls' segments
+
+
+def test_result_aliasing_a_call_copy_outlives_the_call(backend_and_executor):
+    """A task returning its shared argument returns it read-only (as loky's); later calls leave it intact."""
+    backend, executor = backend_and_executor
+    a = np.full(BIG, 1.0)
+    out, _, _ = run_and_count(backend, executor, [delayed(_client_tasks.identity)(a) for _ in range(2)])
+    for _ in range(3):  # more calls with arrays of the same size: the pool's segments are reused
+        b = np.full(BIG, 7.0)
+        run_and_count(backend, executor, [delayed(_client_tasks.total)(b) for _ in range(2)])
+    for result in out:
+        assert not result.flags.writeable
+        np.testing.assert_array_equal(result, a)
+
+
+def test_arrays_in_lists_are_shared_too(backend_and_executor):
+    """An array in a list argument is shared once; a list holding it twice arrives with one object twice."""
+    backend, executor = backend_and_executor
+    a = np.arange(BIG, dtype=float)
+    pair = [a, a]
+    out, added, _ = run_and_count(
+        backend, executor, [delayed(_client_tasks.seen_in_list)(pair) for _ in range(4)]
+    )
+    assert out == [(True, True, False, float(a.sum()))] * 4
+    assert added["arrays_copied"] == 1
+
+
+def test_mmap_mode_r_plus_shares_a_writable_copy(backend_and_executor):
+    """With mmap_mode="r+" tasks may write into the call's one copy; the caller's array never changes."""
+    backend, executor = backend_and_executor
+    a = np.zeros(BIG)
+    calls = [delayed(_client_tasks.write_into)(a) for _ in range(4)]
+    out, added, _ = run_and_count(backend, executor, calls, mmap_mode="r+")
+    assert out == [""] * 4
+    assert added == {"arrays_copied": 1, "arrays_by_reference": 4}
+    assert a[0] == 0.0
+
+
+@pytest.mark.parametrize("config", [{"mmap_mode": "c"}, {"max_nbytes": None}, {"max_nbytes": "4M"}])
+def test_private_copies_when_joblib_asks_for_them(backend_and_executor, config):
+    """mmap_mode="c", max_nbytes=None, or an array within max_nbytes: each task gets its own writable copy."""
+    backend, executor = backend_and_executor
+    a = np.zeros(BIG)  # 2 MiB
+    calls = [delayed(_client_tasks.write_into)(a) for _ in range(4)]
+    out, added, _ = run_and_count(backend, executor, calls, **config)
+    assert out == [""] * 4
+    assert added == {"arrays_copied": 4, "arrays_by_reference": 0}
+    assert a[0] == 0.0
