@@ -4,12 +4,12 @@ loky dumps each array argument of more than joblib's *max_nbytes* to a file once
 Parallel call, and every task of the call maps that file (read-only under joblib's
 default *mmap_mode*, "r"). The joblib backend "zerocopy" does the same in shared memory::
 
-    configure()    CallArrays(executor, max_nbytes, mmap_mode)
+    configure()    CallArrays(the executor's sharing state, max_nbytes, mmap_mode)
     submit(batch)  share_in(items): each plain ndarray of more than max_nbytes among a
-                   task's arguments (also in tuples, lists and dicts, a few levels deep)
-                   becomes the call's copy of it, made in a warm segment of the
-                   executor's pool the first time the call meets that array, and sent
-                   by reference to every task that gets it
+                   task's arguments (also in tuples, lists and dicts of up to 64
+                   items, three levels deep) becomes the call's copy of it, made in a
+                   warm segment of the executor's pool the first time the call meets
+                   that array, and sent by reference to every task that gets it
     terminate()    close(): the copies are forgotten; each segment goes back to the pool
                    once the tasks it was sent to are done
 
