@@ -17,8 +17,9 @@ ProcessPoolExecutor's never do, are reset in every forked child:
 
 Borrowed (tests/unit/test_fork_safety.py fails if they change): the ``_lock`` (a
 ``Lock`` on 3.10, an ``RLock`` after) of
-``multiprocessing.resource_tracker._resource_tracker`` (Python 3.10 to 3.13.0), ``cloudpickle.cloudpickle._DYNAMIC_CLASS_TRACKER_LOCK`` (a ``Lock``), and the
-locks' ``_at_fork_reinit``, which is how CPython resets its own.
+``multiprocessing.resource_tracker._resource_tracker`` (Python 3.10 to 3.13.0),
+``cloudpickle.cloudpickle._DYNAMIC_CLASS_TRACKER_LOCK`` (a ``Lock``), and the locks'
+``_at_fork_reinit``, which is how CPython resets its own.
 """
 
 from __future__ import annotations
