@@ -45,6 +45,9 @@ class MappingTable(Generic[B]):
         self.by_name: dict[str, weakref.ref[B]] = {}
         self.starts: list[int] = []
         self.entries: list[tuple[int, int, weakref.ref[B]]] = []
+        # id(ref) -> (start address, name): how drop() finds a dead mapping's entries
+        # without a scan (a process may hold thousands of mappings).
+        self.placed: dict[int, tuple[int, str]] = {}
 
     def _reinit_after_fork(self) -> None:
         self.lock = threading.Lock()  # a lock held by a parent thread at fork stays held
@@ -54,6 +57,7 @@ class MappingTable(Generic[B]):
         start, end = buffer.address, buffer.address + len(buffer)
         with self.lock:
             self.by_name[buffer.name] = ref
+            self.placed[id(ref)] = (start, buffer.name)
             index = bisect.bisect_left(self.starts, start)
             self.starts.insert(index, start)
             self.entries.insert(index, (start, end, ref))
@@ -61,14 +65,15 @@ class MappingTable(Generic[B]):
 
     def drop(self, ref: weakref.ref[B]) -> None:
         with self.lock:
-            for index, entry in enumerate(self.entries):
-                if entry[2] is ref:
-                    del self.entries[index]
-                    del self.starts[index]
-                    break
-            for name, candidate in list(self.by_name.items()):
-                if candidate is ref:
-                    del self.by_name[name]
+            start, name = self.placed.pop(id(ref))
+            # Mappings that died and were replaced may share a start: find this one's entry.
+            index = bisect.bisect_left(self.starts, start)
+            while self.entries[index][2] is not ref:
+                index += 1
+            del self.entries[index]
+            del self.starts[index]
+            if self.by_name.get(name) is ref:
+                del self.by_name[name]
 
     def get(self, name: str) -> B | None:
         with self.lock:

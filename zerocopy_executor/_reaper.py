@@ -8,11 +8,18 @@ still registered with the resource tracker). Here the weak reference's callback 
 never receives KeyboardInterrupt) runs the clean-up. ``drain()`` runs what is queued in
 the calling thread, for callers that need it done now (the executor before releasing its
 ledger, ``stats()``), and at interpreter exit.
+
+Each watched object has two weak references, both with C callbacks: one appends it to
+the deque of clean-ups due, the other wakes the reaper. Whoever runs clean-ups takes them
+from that deque while holding ``_BUSY``, so ``drain()`` costs what is due, not what is
+alive (a process may hold thousands of shared results), and never misses one the reaper
+has taken but not yet run.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import os
 import queue
 import sys
@@ -24,9 +31,11 @@ from typing import Any
 
 __all__ = ["drain", "exclusive", "on_death", "pending"]
 
-_DEAD: queue.SimpleQueue[weakref.ref[Any] | None] = queue.SimpleQueue()  # None: stop
-# id(ref) -> (ref, action, args): keeps each weak reference (and so its callback) alive.
-_ACTIONS: dict[int, tuple[weakref.ref[Any], Callable[..., object], tuple[Any, ...]]] = {}
+_WAKE: queue.SimpleQueue[weakref.ref[Any] | None] = queue.SimpleQueue()  # None: stop
+_DUE: collections.deque[weakref.ref[Any]] = collections.deque()  # dead, clean-up not yet run
+# id(due ref) -> (due ref, waking ref, action, args): keeps both references (and so their
+# callbacks) alive until the clean-up has run.
+_ACTIONS: dict[int, tuple[weakref.ref[Any], weakref.ref[Any], Callable[..., object], tuple[Any, ...]]] = {}
 _STARTED_IN_PID = [0]
 _THREAD: list[threading.Thread] = []
 _START_LOCK = threading.Lock()
@@ -37,13 +46,15 @@ _BUSY = threading.RLock()
 def on_death(obj: object, action: Callable[..., object], *args: Any) -> None:
     """Run ``action(*args)`` in the background once obj is garbage-collected."""
     _ensure_thread()
-    ref = weakref.ref(obj, _DEAD.put)
-    _ACTIONS[id(ref)] = (ref, action, args)
+    # Made first, so its callback runs before the waking one's: the reaper, once woken,
+    # finds the clean-up due.
+    due = weakref.ref(obj, _DUE.append)
+    _ACTIONS[id(due)] = (due, weakref.ref(obj, _WAKE.put), action, args)
 
 
 def pending() -> list[tuple[Callable[..., object], tuple[Any, ...]]]:
     """Actions registered for objects that are still alive (used at exit)."""
-    return [(action, args) for ref, action, args in list(_ACTIONS.values()) if ref() is not None]
+    return [(action, args) for due, _, action, args in list(_ACTIONS.values()) if due() is not None]
 
 
 def exclusive() -> threading.RLock:
@@ -54,17 +65,23 @@ def exclusive() -> threading.RLock:
 def drain() -> None:
     """Run, in this thread, every clean-up already due; wait for one under way."""
     with _BUSY:
-        while due := [key for key, (ref, _, _) in list(_ACTIONS.items()) if ref() is None]:
-            for key in due:  # an action may let more objects die: scan again
-                _run_entry(key)
-    # Their references stay queued; the reaper finds those actions done and skips them.
+        _run_due()
+    # The reaper's wake-ups stay queued; it wakes to find nothing due.
+
+
+def _run_due() -> None:
+    """Run the clean-ups due, including those of objects an action lets die (hold _BUSY)."""
+    while _DUE:
+        # Taken off only once run: a KeyboardInterrupt in between leaves it due, not lost.
+        _run_entry(id(_DUE[0]))
+        _DUE.popleft()
 
 
 def _run_entry(key: int) -> None:
     entry = _ACTIONS.pop(key, None)  # each action runs once, whoever gets there first
     if entry is None:
         return
-    _, action, args = entry
+    _, _, action, args = entry
     try:
         action(*args)
     except Exception as exc:  # report it as a finalizer would, and keep reaping
@@ -72,9 +89,9 @@ def _run_entry(key: int) -> None:
 
 
 def _reap() -> None:
-    while (ref := _DEAD.get()) is not None:
+    while _WAKE.get() is not None:
         with _BUSY:
-            _run_entry(id(ref))
+            _run_due()
 
 
 def _report(exc: BaseException, action: object) -> None:
@@ -98,7 +115,7 @@ def _stop_before_fork() -> None:
     # A thread holding a lock at fork time leaves it held forever in the child: stop
     # ours before any fork, and start it again afterwards.
     if _STARTED_IN_PID[0] == os.getpid() and _THREAD:
-        _DEAD.put(None)
+        _WAKE.put(None)
         _THREAD.pop().join()
         _STARTED_IN_PID[0] = 0
 

@@ -588,11 +588,13 @@ def test_1100_results_kept_under_1024_descriptors_all_arrive(tmp_path, reaper):
     assert_nothing_left(run, reaper)
 
 
-@pytest.mark.stress
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(180)
 def test_10000_results_kept_under_1024_descriptors_all_arrive(tmp_path, reaper):
-    """10,000 live 320 KB results (3.2 GB of /dev/shm) under RLIMIT_NOFILE=1024 all arrive (-m stress)."""
-    run = run_scenario(tmp_path, reaper, "scenario_descriptor_limit", "fork", "1024", "10000", timeout=500)
+    """10,000 live 320 KB results (3.2 GB of /dev/shm) under RLIMIT_NOFILE=1024 all arrive, in linear time.
+
+    About 20 s here; the bound fails a clean-up that scans every live mapping per task.
+    """
+    run = run_scenario(tmp_path, reaper, "scenario_descriptor_limit", "fork", "1024", "10000", timeout=150)
     _assert_no_result_lost(run)
     assert_quiet(run)
     assert_nothing_left(run, reaper)
