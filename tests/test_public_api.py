@@ -9,7 +9,6 @@ import zerocopy_executor
 PUBLIC_NAMES = [
     "ExecutorStats",
     "SegmentError",
-    "SegmentLeakWarning",
     "SharedArrayError",
     "SharedArrayExecutor",
     "SharedMemoryFullWarning",
@@ -35,10 +34,9 @@ def test_version_matches_installed_metadata():
 
 
 def test_error_hierarchy():
-    """SegmentError is a SharedArrayError is a RuntimeError; leaks are ResourceWarnings."""
+    """SegmentError is a SharedArrayError is a RuntimeError; a full /dev/shm warns with a RuntimeWarning."""
     assert issubclass(zerocopy_executor.SegmentError, zerocopy_executor.SharedArrayError)
     assert issubclass(zerocopy_executor.SharedArrayError, RuntimeError)
-    assert issubclass(zerocopy_executor.SegmentLeakWarning, ResourceWarning)
     assert issubclass(zerocopy_executor.SharedMemoryFullWarning, RuntimeWarning)
 
 

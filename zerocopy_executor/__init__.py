@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._arrays import empty, empty_like, is_shared, share, zeros, zeros_like
-from ._errors import SegmentError, SegmentLeakWarning, SharedArrayError, SharedMemoryFullWarning
+from ._errors import SegmentError, SharedArrayError, SharedMemoryFullWarning
 from ._executor import SharedArrayExecutor
 from ._stats import ExecutorStats
 
@@ -22,7 +22,6 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 __all__ = [
     "ExecutorStats",
     "SegmentError",
-    "SegmentLeakWarning",
     "SharedArrayError",
     "SharedArrayExecutor",
     "SharedMemoryFullWarning",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SegmentError", "SegmentLeakWarning", "SharedArrayError", "SharedMemoryFullWarning"]
+__all__ = ["SegmentError", "SharedArrayError", "SharedMemoryFullWarning"]
 
 
 class SharedArrayError(RuntimeError):
@@ -11,10 +11,6 @@ class SharedArrayError(RuntimeError):
 
 class SegmentError(SharedArrayError):
     """A shared-memory segment could not be created, found or mapped."""
-
-
-class SegmentLeakWarning(ResourceWarning):
-    """A shared-memory segment had to be cleaned up by someone other than its owner."""
 
 
 class SharedMemoryFullWarning(RuntimeWarning):

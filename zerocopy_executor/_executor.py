@@ -83,14 +83,16 @@ def _close_after_shutdown(state: SharingState, stale_work_items: dict[Any, Any] 
         stale_work_items.clear()
 
 
-def _require_callable(initializer: object) -> None:
+def require_callable(initializer: object) -> None:
+    """Refuse an initializer that is not callable, in ProcessPoolExecutor's words."""
     if initializer is not None and not callable(initializer):
         msg = "initializer must be a callable"  # ProcessPoolExecutor's words
         raise TypeError(msg)
 
 
-def _default_context(max_tasks_per_child: int | None) -> BaseContext:
-    # As ProcessPoolExecutor picks it (3.11+): workers that exit must not be forked.
+def default_context(max_tasks_per_child: int | None) -> BaseContext:
+    """The start method when none is given, as ProcessPoolExecutor picks it (3.11+)."""
+    # Workers that exit after some tasks must not be forked.
     if max_tasks_per_child is not None:
         return multiprocessing.get_context("spawn")
     return multiprocessing.get_context()
@@ -140,11 +142,11 @@ class SharedArrayExecutor(ProcessPoolExecutor):
                 msg = "max_tasks_per_child requires Python 3.11 or newer; leave it unset"
                 raise TypeError(msg)
             extra["max_tasks_per_child"] = max_tasks_per_child
-        context = mp_context if mp_context is not None else _default_context(max_tasks_per_child)
+        context = mp_context if mp_context is not None else default_context(max_tasks_per_child)
         setup = WorkerSetup(os.getpid(), policy, initializer, tuple(initargs), _namespace.new_tag())
         super().__init__(max_workers, context, initialize, (setup,), **extra)
         # After the parent's own checks (max_workers first), which start nothing.
-        _require_callable(initializer)
+        require_callable(initializer)
         # Workers must share our resource tracker; under fork they only inherit it if
         # it runs before the first fork (fact 3).
         resource_tracker.ensure_running()

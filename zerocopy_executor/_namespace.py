@@ -39,6 +39,8 @@ import secrets
 import shutil
 from collections.abc import Collection
 
+from ._watchdog import is_running
+
 __all__ = [
     "NAME_PATTERN",
     "NAME_PREFIX",
@@ -105,14 +107,14 @@ def tagged_names(tag: str, keep: Collection[str] = (), *, spare_running_creators
     return [
         name
         for name, pid in _tagged(tag)
-        if name not in keep and not (spare_running_creators and pid != me and _is_running(pid))
+        if name not in keep and not (spare_running_creators and pid != me and is_running(pid))
     ]
 
 
 def running_creators(tag: str) -> set[int]:
     """Running processes, other than this one, that made segments of this user with tag."""
     me = os.getpid()
-    return {pid for _, pid in _tagged(tag) if pid != me and _is_running(pid)}
+    return {pid for _, pid in _tagged(tag) if pid != me and is_running(pid)}
 
 
 def _tagged(tag: str) -> list[tuple[str, int]]:
@@ -136,20 +138,6 @@ def _tagged(tag: str) -> list[tuple[str, int]]:
         if info.st_uid == uid:
             found.append((name, int(match.group(1))))
     return found
-
-
-def _is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    try:  # a dead worker not yet reaped is a zombie: it owns nothing any more
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
 
 
 def shm_total_bytes() -> int | None:

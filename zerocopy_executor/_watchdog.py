@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["exit_with_parent"]
+__all__ = ["exit_with_parent", "is_running"]
 
 _POLL_SECONDS = 0.5
 
@@ -39,19 +39,24 @@ def _watch(parent_pid: int, pidfd: int | None, on_orphaned: Callable[[], object]
     if pidfd is not None:
         select.select([pidfd], [], [])  # readable once the parent has exited
     else:
-        while _alive(parent_pid):
+        while is_running(parent_pid):
             time.sleep(_POLL_SECONDS)
     _die(on_orphaned)
 
 
-def _alive(pid: int) -> bool:
+def is_running(pid: int) -> bool:
+    """Whether process pid exists and has not exited (a zombie has: it owns nothing any more)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # someone else's process
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc (not Linux): it exists
+        return True
 
 
 def _die(on_orphaned: Callable[[], object] | None) -> None:

@@ -62,6 +62,7 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(msg) from exc
 
 from . import SharedArrayExecutor
+from ._executor import default_context, require_callable
 from ._joblib_sharing import CallArrays
 from ._joblib_workers import initialize_worker
 from ._reusable import EXECUTORS, ExecutorConfig, Lease
@@ -79,13 +80,6 @@ _JOBLIB_KEYWORDS = frozenset(
 _OUR_KEYWORDS = frozenset(
     {"mp_context", "initializer", "initargs", "min_nbytes", "max_tasks_per_child", "idle_worker_timeout"}
 )
-
-
-def _default_context() -> BaseContext:
-    # The platform's default, as SharedArrayExecutor and ProcessPoolExecutor take it:
-    # fork on Linux before 3.14, where, as with loky, a script needs no main guard
-    # (forkserver and spawn run the main module again in each worker; loky does not).
-    return multiprocessing.get_context()
 
 
 def shutdown() -> None:
@@ -146,10 +140,7 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
         idle_worker_timeout: float = DEFAULT_IDLE_WORKER_TIMEOUT,
     ) -> None:
         super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads)
-        candidate: object = initializer  # checked at run time: callers are untyped
-        if candidate is not None and not callable(candidate):
-            msg = f"initializer must be a callable, got {initializer!r}"
-            raise TypeError(msg)
+        require_callable(initializer)
         if idle_worker_timeout < 0:
             msg = f"idle_worker_timeout must be >= 0, got {idle_worker_timeout!r}"
             raise ValueError(msg)
@@ -237,7 +228,7 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
         options = {**self._options, **self._call_kwargs}
         config = ExecutorConfig(
             max_workers=n_jobs,
-            mp_context=options["mp_context"] or _default_context(),
+            mp_context=options["mp_context"] or default_context(options["max_tasks_per_child"]),
             initializer=initialize_worker,
             initargs=(self.worker_env(n_jobs), options["initializer"], tuple(options["initargs"])),
             min_nbytes=options["min_nbytes"],

@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from ._mapping import check_map_arguments
+
 __all__ = ["map", "submit"]
 
 T = TypeVar("T")
@@ -94,16 +96,7 @@ def map(  # shadows the builtin on purpose: called as portable.map, it stands in
         ValueError: If *chunksize* < 1 or *buffersize* < 1.
         TypeError: If *buffersize* is not an integer or None.
     """
-    if chunksize < 1:
-        msg = f"chunksize must be >= 1, got {chunksize!r}"
-        raise ValueError(msg)
-    unchecked: object = buffersize  # callers without a type checker can pass anything
-    if unchecked is not None and not isinstance(unchecked, int):
-        msg = f"buffersize must be an integer or None, got {buffersize!r}"
-        raise TypeError(msg)
-    if buffersize is not None and buffersize < 1:
-        msg = f"buffersize must be None or >= 1, got {buffersize!r}"
-        raise ValueError(msg)
+    check_map_arguments(chunksize, buffersize)  # the errors every executor's map gives
     if _is_standard(executor) and (buffersize is None or _map_takes_buffersize(executor)):
         extra = {} if buffersize is None else {"buffersize": buffersize}
         return executor.map(fn, *iterables, timeout=timeout, chunksize=chunksize, **extra)

@@ -71,7 +71,7 @@ def run_script(arguments: list[str], tmp_path: Path) -> str:
     """Run a Python script from the checkout; fail on an error exit, noisy stderr, orphans or leaks."""
     token = uuid.uuid4().hex
     probe = tmp_path / "imports.txt"
-    # -W default shows the warnings Python hides by default (SegmentLeakWarning is a ResourceWarning).
+    # -W default shows the warnings Python hides by default (ResourceWarning among them).
     command = [
         sys.executable,
         "-W",

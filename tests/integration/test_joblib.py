@@ -191,6 +191,16 @@ def test_n_jobs_one_runs_in_process():
         assert Parallel()(delayed(_client_tasks.pid)(i) for i in range(3)) == [os.getpid()] * 3
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="max_tasks_per_child exists from 3.11")
+def test_max_tasks_per_child_without_a_start_method_spawns_as_the_executor_does():
+    """max_tasks_per_child alone picks spawn, as SharedArrayExecutor does: workers are replaced."""
+    with parallel_config(backend="zerocopy", n_jobs=2, max_tasks_per_child=1):
+        pids = Parallel(batch_size=1)(delayed(_tasks.pid)(i) for i in range(6))
+    assert len(pids) == 6
+    assert os.getpid() not in pids
+    assert len(set(pids)) > 2  # each worker exits after one task
+
+
 def test_unknown_keyword_is_refused():
     """A misspelt backend keyword fails at once, naming it."""
     with pytest.raises(TypeError, match="idle_timeout"):

@@ -13,7 +13,7 @@ SHORT_SECONDS = 40
 LONG_SECONDS = 300
 # What the resource tracker prints about segments or semaphores it had to clean up or
 # could not find (DESIGN.md facts 2 and 3), and what a crash or a leak warning prints.
-NOISE = ("resource_tracker", "leaked", "KeyError", "Traceback", "SegmentLeakWarning")
+NOISE = ("resource_tracker", "leaked", "KeyError", "Traceback")
 
 
 def run_soak(seconds, tmp_path):
