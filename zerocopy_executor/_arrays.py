@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from . import _arrayref, _namespace, _segments
+from . import _arrayref, _namespace, _segments, _shm
 
 __all__ = [
     "TASK_MEMORY",
@@ -106,6 +106,7 @@ def _allocate(
         msg = f"negative dimensions are not allowed, got shape {dims!r}"
         raise ValueError(msg)
     nbytes = math.prod(dims) * descr.itemsize
+    _shm.require("a shared array")
     take = TASK_MEMORY.take
     warm = None if take is None or nbytes == 0 else take(nbytes)
     if warm is not None:  # recycled memory holds old data

@@ -48,7 +48,7 @@ from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-from . import _codec, _mapping, _namespace, _segments
+from . import _codec, _mapping, _namespace, _segments, _shm
 from ._config import DEFAULT_MIN_NBYTES, SharingPolicy
 from ._force_shutdown import force_shutdown
 from ._future import CancelSafeFuture, SharedFuture
@@ -148,8 +148,9 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         # After the parent's own checks (max_workers first), which start nothing.
         require_callable(initializer)
         # Workers must share our resource tracker; under fork they only inherit it if
-        # it runs before the first fork (fact 3).
-        resource_tracker.ensure_running()
+        # it runs before the first fork (fact 3). Without shared memory: no segment to track.
+        if not _shm.warn_if_unusable(stacklevel=2):
+            resource_tracker.ensure_running()
         self._sharing = SharingState(policy, setup)
         # Dropped without shutdown(): release as shutdown would, once the tasks are done.
         self._close_when_dropped = weakref.finalize(self, _close_in_background, self._sharing)

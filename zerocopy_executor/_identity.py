@@ -14,12 +14,12 @@ identity, and reuses a mapping it holds only if the mapping was of that identity
 
 from __future__ import annotations
 
-import _posixshmem
 import os
 from functools import partial
 
 from . import _fd_reserve
 from ._errors import SegmentError
+from ._shm import posixshmem as _posixshmem  # absent on Windows: see _shm
 
 __all__ = ["Identity", "check", "of", "stands_for"]
 

@@ -29,7 +29,6 @@ The rules that keep /dev/shm clean (DESIGN.md facts 1, 3, 4 and 8):
 
 from __future__ import annotations
 
-import _posixshmem  # the primitive under multiprocessing.shared_memory on POSIX
 import atexit
 import errno
 import itertools
@@ -44,6 +43,7 @@ from typing import Any
 from . import _fd_reserve, _fdless_mmap, _identity, _namespace, _reaper
 from ._errors import SegmentError
 from ._mapping_table import MappingTable
+from ._shm import posixshmem as _posixshmem  # absent on Windows: see _shm
 
 __all__ = [
     "SegmentBuffer",

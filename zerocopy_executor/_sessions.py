@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _arrayref, _files, _pool, _segments
+from . import _arrayref, _files, _pool, _segments, _shm
 from ._config import SharingPolicy
 from ._decoding import Payload, _rebuild
 from ._errors import SegmentError, SharedMemoryFullWarning
@@ -183,7 +183,7 @@ class EncodeSession:
     def place(self, array: NDArray[Any], *, immutable: bool = False) -> _arrayref.ArrayRef | None:
         """Decide array's path: a descriptor of shared memory (by reference, or copied once), or None.
 
-        None means pickle it (small, holds objects, or /dev/shm is full). An immutable
+        None means pickle it (small, holds objects, or shared memory is full or unusable). An immutable
         out-of-band buffer within one copied earlier in this payload refers to that copy.
         """
         nbytes = array.nbytes
@@ -194,7 +194,7 @@ class EncodeSession:
         if ref is not None:
             self._count("by_reference", nbytes)
             return ref
-        if nbytes >= self.policy.min_nbytes:
+        if nbytes >= self.policy.min_nbytes and _shm.unusable_reason() is None:  # else warned once
             try:
                 return self._copy_into_segment(array, immutable)
             except SegmentError as exc:

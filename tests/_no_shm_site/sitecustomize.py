@@ -1,0 +1,34 @@
+"""Put on PYTHONPATH by tests/integration/test_no_shared_memory.py: no process of the run can share memory.
+
+Python imports ``sitecustomize`` at start-up, so every process of the run (the script,
+the forkserver, spawned workers; forked ones inherit it) is in the same lane, chosen by
+``ZC_TEST_NO_SHM``:
+
+- ``missing``: there is no ``_posixshmem`` module, as on Windows. The standard
+  library's resource tracker imports it on POSIX (only there), so it is imported
+  first: ProcessPoolExecutor itself keeps working, as it does on Windows.
+- ``refused``: creating a shared-memory segment fails with EACCES, as under a /dev/shm
+  that refuses it (while the pool's semaphores still work).
+"""
+
+import errno
+import os
+import sys
+
+_LANE = os.environ.get("ZC_TEST_NO_SHM")
+
+if _LANE == "missing":
+    import multiprocessing.resource_tracker  # noqa: F401 - imports the real _posixshmem first
+
+    sys.modules["_posixshmem"] = None  # type: ignore[assignment]  # import now raises ImportError
+elif _LANE == "refused":
+    import _posixshmem
+
+    _open = _posixshmem.shm_open
+
+    def _refuse_creation(path, flags, mode=0o777):
+        if flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return _open(path, flags, mode)
+
+    _posixshmem.shm_open = _refuse_creation
