@@ -9,7 +9,7 @@ from typing import Any, Literal, NamedTuple, cast
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _files, _segments
+from . import _blocks, _files, _segments
 from ._errors import SegmentError
 
 __all__ = ["ArrayRef", "address_extent", "byte_extent", "describe", "locate", "pack", "rebuild"]
@@ -132,7 +132,8 @@ def rebuild(
     """Map ref's segment (once per process); return the view it describes and the mapping.
 
     A descriptor of a memory-mapped file (see _files) maps the file instead, and
-    returns a ``np.memmap`` view and no segment.
+    returns a ``np.memmap`` view and no segment; one of a user's SharedMemory block
+    maps the block (see _blocks).
 
     Args:
         ref: the descriptor.
@@ -151,7 +152,13 @@ def rebuild(
     low, high = byte_extent(shape, strides, dtype.itemsize) if len(shape) == len(strides) else (-1, -1)
     if _files.is_file_name(name):
         return _rebuild_file_view(ref, dtype, low, high)
-    buffer = _segments.attach(name, ref.segment_id, populate=ref.lent)  # a lent (recycled) copy is read whole
+    if _blocks.is_block_name(name):  # a user's SharedMemory block: never handed over nor lent
+        if ref.handover or ref.lent or ref.scratch:
+            msg = f"descriptor for shared memory block {name!r} hands it over; it was corrupted or forged"
+            raise SegmentError(msg)
+        buffer = _blocks.attach(name, ref.segment_id)
+    else:  # a lent (recycled) copy is read whole
+        buffer = _segments.attach(name, ref.segment_id, populate=ref.lent)
     if offset + low < 0 or offset + high > len(buffer):
         msg = (
             f"descriptor for segment {name!r} (offset {offset}, shape {shape}, strides {strides}) "

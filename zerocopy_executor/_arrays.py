@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from . import _arrayref, _namespace, _segments, _shm
+from . import _arrayref, _blocks, _namespace, _segments, _shm
 
 __all__ = [
     "TASK_MEMORY",
@@ -176,6 +176,9 @@ def is_shared(a: Any) -> bool:
     """Return True if a is an ndarray whose memory lies in a shared segment mapped here.
 
     Any view counts: slices, transposes, negative strides, views made by other
-    libraries. Such arrays are sent to workers (and back) without a copy.
+    libraries, and views of a ``multiprocessing.shared_memory.SharedMemory`` block
+    (Linux). Such arrays are sent to workers (and back) without a copy.
     """
-    return isinstance(a, np.ndarray) and a.size > 0 and _arrayref.locate(a) is not None
+    if not isinstance(a, np.ndarray) or a.size == 0:
+        return False
+    return _arrayref.locate(a) is not None or _blocks.locate(a) is not None

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _arrayref, _files
+from . import _arrayref, _blocks, _files
 from ._errors import SegmentError
 from ._state import SharingState
 
@@ -128,7 +128,11 @@ class CallArrays:
             entry = self._copies.get(key)
             if entry is not None and entry[0]() is array:
                 return entry[1]
-            if _arrayref.locate(array) is not None or _files.locate(array) is not None:
+            if (
+                _arrayref.locate(array) is not None
+                or _files.locate(array) is not None
+                or _blocks.locate(array) is not None
+            ):
                 return array  # shared already: it goes by reference as it is
             try:
                 copy = self._copy(array)

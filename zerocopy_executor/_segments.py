@@ -47,12 +47,14 @@ from ._shm import posixshmem as _posixshmem  # absent on Windows: see _shm
 
 __all__ = [
     "SegmentBuffer",
+    "adopt_unowned",
     "attach",
     "create",
     "disown",
     "drain_releases",
     "find",
     "is_owned",
+    "mapped",
     "on_release",
     "owned_live_names",
     "take_ownership",
@@ -246,6 +248,19 @@ def _adopt(buffer: SegmentBuffer, owner_pid: int | None, hooks: tuple[Callable[[
     buffer.ownership = ownership
     ref = _TABLE.add(buffer)
     _reaper.on_death(buffer, _mapping_died, ref, ownership)
+
+
+def adopt_unowned(buffer: SegmentBuffer) -> None:
+    """List a mapping of shared memory no process of ours owns (a user's block, see _blocks).
+
+    It is found by address and by name as a segment is, and nothing unlinks it.
+    """
+    _adopt(buffer, None, ())
+
+
+def mapped(name: str) -> SegmentBuffer | None:
+    """This process's live mapping listed under name, if any."""
+    return _TABLE.get(name)
 
 
 def _mapping_died(ref: weakref.ref[SegmentBuffer], ownership: _Ownership) -> None:

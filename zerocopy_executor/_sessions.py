@@ -1,14 +1,14 @@
 """Encoding: where each array or buffer goes, and what a transfer pinned.
 
 An EncodeSession decides, for each array a pickler meets, between the three paths
-(DESIGN.md): by reference (its memory already lies in a shared segment, or in a
-memory-mapped file: see _files), copied once into a segment, or pickled. Buffers
-that are not ndarrays (pickle protocol 5's out-of-band buffers: Arrow data inside
-pandas and pyarrow objects, DESIGN.md fact 17) reach it through pickle's
-``buffer_callback`` and take the same paths, described by the same ArrayRef (a 1-D
-``uint8`` view) and counted in the same stats. It keeps alive what the receiver will
-map until the receiver is done. The picklers (see _picklers) call into it; the
-receiving side is _decoding.
+(DESIGN.md): by reference (its memory already lies in a shared segment, in a
+memory-mapped file: see _files, or in a user's SharedMemory block: see _blocks),
+copied once into a segment, or pickled. Buffers that are not ndarrays (pickle
+protocol 5's out-of-band buffers: Arrow data inside pandas and pyarrow objects,
+DESIGN.md fact 17) reach it through pickle's ``buffer_callback`` and take the same
+paths, described by the same ArrayRef (a 1-D ``uint8`` view) and counted in the same
+stats. It keeps alive what the receiver will map until the receiver is done. The
+picklers (see _picklers) call into it; the receiving side is _decoding.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _arrayref, _files, _pool, _segments, _shm
+from . import _arrayref, _blocks, _files, _pool, _segments, _shm
 from ._config import SharingPolicy
 from ._decoding import Payload, _rebuild
 from ._errors import SegmentError, SharedMemoryFullWarning
@@ -224,6 +224,9 @@ class EncodeSession:
             return _arrayref.ArrayRef(
                 path, position, shape, strides, dtype, writeable, False, False, False, file_id
             )
+        block = None if self.handover else _blocks.describe(array)  # results: inputs only, found above
+        if block is not None:
+            return _arrayref.ArrayRef(*block)
         if self.copies and immutable:
             low, high = _arrayref.address_extent(array)
             for first, end, copy, _ in self.copies:
