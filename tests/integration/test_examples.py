@@ -147,6 +147,7 @@ SELF_CHECKING = {
     "locked_histogram": "bytes_copied=0",  # a lock from initargs makes one shared histogram exact
     "producer_consumer": "arrays_pickled=0",  # map(buffersize=) and a JoinableQueue pipeline agree
     "structured_records": "bytes_copied=0",  # int64 ids kept exactly (a float table rounds them)
+    "shared_memory_manager": "bytes_copied=0",  # a SharedMemoryManager block's views by reference
 }
 
 
