@@ -23,8 +23,9 @@ the name with ``shm_open`` (``SharedMemory(name)`` would register it with the tr
 before 3.13, gh-82300, and the tracker would unlink it when the pool's last process
 exits), and lists its mapping with the segments (see _segments.adopt_unowned), so that a
 view of it is found by address (a result that is a view of a block argument goes back
-by reference, as a view of a shared input) and the mapping is reused by name; it has no
-owner, so nothing unlinks it when it dies.
+by reference, as a view of a shared input) and the mapping is reused while the name
+stands for the same file (users make blocks again under old names); it has no owner,
+so nothing unlinks it when it dies.
 
 On the wire a block's name carries BLOCK_PREFIX (segment names start with ``zc_`` and
 file names with ``/``), so a descriptor says which kind of shared memory it names.
@@ -175,8 +176,9 @@ def attach(name: str, identity: _identity.Identity | None) -> _segments.SegmentB
         SegmentError: the block is gone, is not the sender's, or cannot be mapped.
     """
     buffer = _segments.mapped(name)
-    if buffer is not None:
-        _identity.check(name, buffer.identity, identity)
+    # Users do make a block again under the name of one they unlinked: a mapping of the
+    # old one is stale then, not a reason to refuse (the new one's identity is checked).
+    if buffer is not None and buffer.identity == identity:
         return buffer
     block = name.removeprefix(BLOCK_PREFIX)
     # Read-write, as SharedMemory opens it: on Linux that never waits for a FIFO's other end.

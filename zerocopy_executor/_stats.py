@@ -13,7 +13,8 @@ class ExecutorStats:
     """A snapshot of an executor's traffic, counted in both directions.
 
     Attributes:
-        arrays_by_reference: arrays sent as descriptors of memory already shared.
+        arrays_by_reference: arrays sent as descriptors of memory already shared (a
+            segment, a memory-mapped file, a ``SharedMemory`` block).
         bytes_by_reference: their total ``nbytes`` (none of it copied).
         arrays_copied: plain arrays copied once into a shared segment.
         bytes_copied: bytes copied into segments.

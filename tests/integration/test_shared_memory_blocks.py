@@ -165,3 +165,26 @@ def test_block_is_never_closed_unlinked_or_tracked_by_us(end, finish, start_meth
     finally:
         if os.path.exists(path):
             os.unlink(path)
+
+
+def test_block_name_used_again_reaches_the_new_block(mp_context):
+    """A block unlinked and made again under the same name by its user is the new block in the worker.
+
+    The worker still holds its mapping of the old block (kept for the next tasks): it
+    must map the name again, not refuse the new block nor hand back the old one.
+    """
+    name = f"user_block_{os.getpid()}"
+    with zc.SharedArrayExecutor(1, mp_context=mp_context) as ex:
+        for value in (1.0, 2.0):
+            shm = SharedMemory(name=name, create=True, size=N * 8)
+            try:
+                array = np.ndarray((N,), np.float64, buffer=shm.buf)
+                array[:] = value
+                assert ex.submit(_tasks.total, array).result(timeout=TIMEOUT) == value * N
+                assert ex.submit(_tasks.scribble, array[:2]).result(timeout=TIMEOUT) == 14.0
+                assert array[:3].tolist() == [7.0, 7.0, value]
+                del array
+            finally:
+                shm.close()
+                shm.unlink()
+        assert ex.stats().arrays_by_reference == 4
