@@ -22,7 +22,10 @@ multiprocessing:
   reducers multiprocessing registers, kept by our picklers (_picklers, _results_by_value).
 - ``_posixshmem.shm_open`` / ``shm_unlink``: segments opened without
   ``SharedMemory``, which registers with the resource tracker on attach before 3.13
-  (_segments, _identity).
+  (_shm, _segments, _identity, _blocks).
+- ``shared_memory.SharedMemory.buf`` is a memoryview of an ``mmap.mmap`` (its ``_mmap``)
+  that maps /dev/shm/<name> shared and writable: how a block is found from an array
+  over it (_blocks).
 - ``resource_tracker.register`` / ``unregister`` / ``ensure_running`` (undocumented),
   and ``resource_tracker._resource_tracker._lock``, re-made after fork where
   ``ResourceTracker._after_fork_in_child`` does not exist (_fork_safety).
@@ -42,20 +45,25 @@ joblib (the joblib extra, used by _joblib_workers):
 from __future__ import annotations
 
 import inspect
+import mmap
 import os
+import sys
 import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context, resource_tracker
 from multiprocessing.reduction import ForkingPickler
+from multiprocessing.shared_memory import SharedMemory
 from typing import Any, ClassVar
 
 import cloudpickle
 import cloudpickle.cloudpickle as cloudpickle_internals
+import numpy as np
 import pytest
 
 from tests._tasks import identity, slow_identity
+from zerocopy_executor import _blocks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -134,6 +142,22 @@ def test_posixshmem_primitives_open_and_unlink() -> None:
         _posixshmem.shm_unlink(name)
     with pytest.raises(FileNotFoundError):
         _posixshmem.shm_unlink(name)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="blocks are found in /proc/self/maps")
+def test_shared_memory_buf_views_a_shared_mapping_of_the_block() -> None:
+    """SharedMemory.buf exports an mmap.mmap of /dev/shm/<name>, so an array over it names its block."""
+    shm = SharedMemory(create=True, size=4096)
+    try:
+        assert type(shm.buf.obj) is mmap.mmap
+        array = np.ndarray((512,), np.float64, buffer=shm.buf)
+        found = _blocks.locate(array[8:])
+        assert found is not None
+        assert found[:2] == (_blocks.BLOCK_PREFIX + shm.name, 64)
+        del array
+    finally:
+        shm.close()
+        shm.unlink()
 
 
 def test_resource_tracker_functions_and_lock_exist() -> None:
