@@ -7,10 +7,10 @@ computed lives only in its segment: failing to open it would lose it. So each
 process holds one spare descriptor (of "/", taken when the package is imported).
 When an open fails for lack of descriptors, the spare is closed, the open is
 retried in its slot, and the spare is taken again once the caller has closed its
-descriptor, as libuv does for accept(). One caller at a time borrows the slot;
-another thread's open may take it for a moment first, so the borrower tries again
-for a while. Under ENFILE (the whole system is out) another process may take it:
-then the open still fails.
+descriptor, as libuv does for accept(). One caller at a time borrows the slot, and
+other threads wait in line meanwhile; one whose open began just before may take the
+slot for a moment first, so the borrower tries again for a while. Under ENFILE (the
+whole system is out) another process may take it: then the open still fails.
 """
 
 from __future__ import annotations
@@ -39,10 +39,12 @@ class _Reserve:
         self.fd: int | None = None
         self.identity = (0, 0)  # the spare's (device, inode)
         self.lock = threading.Lock()
+        self.borrower: int | None = None  # the thread holding lock
         os.register_at_fork(after_in_child=self._reinit_after_fork)
 
     def _reinit_after_fork(self) -> None:
         self.lock = threading.Lock()  # a lock held by a parent thread at fork stays held
+        self.borrower = None
 
     def refill(self) -> None:
         """Take the spare descriptor if it is missing (lock held)."""
@@ -80,6 +82,10 @@ def with_descriptor(open_fd: Callable[[], int], use: Callable[[int], T]) -> T:
         OSError: from open_fd (EMFILE or ENFILE only if the reserve could not help),
             or from use.
     """
+    if _RESERVE.lock.locked() and _RESERVE.borrower != threading.get_ident():
+        # Another thread is borrowing the slot: wait in line instead of taking the slot
+        # from it (with several threads opening at once, it could lose it every time).
+        return _with_reserve(open_fd, use)
     if _RESERVE.fd is None and _RESERVE.lock.acquire(blocking=False):
         try:  # the spare could not be taken back (or at import): take it now if we can
             _RESERVE.refill()
@@ -99,6 +105,7 @@ def with_descriptor(open_fd: Callable[[], int], use: Callable[[int], T]) -> T:
 
 def _with_reserve(open_fd: Callable[[], int], use: Callable[[int], T]) -> T:
     with _RESERVE.lock:
+        _RESERVE.borrower = threading.get_ident()
         freed = _RESERVE.free()
         try:
             fd = _open_in_freed_slot(open_fd) if freed else open_fd()
@@ -108,6 +115,7 @@ def _with_reserve(open_fd: Callable[[], int], use: Callable[[int], T]) -> T:
                 os.close(fd)
         finally:
             _RESERVE.refill()
+            _RESERVE.borrower = None
 
 
 def _open_in_freed_slot(open_fd: Callable[[], int]) -> int:

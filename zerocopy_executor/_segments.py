@@ -167,7 +167,13 @@ def _fill_new(name: str, nbytes: int, fd: int) -> SegmentBuffer:
     # After the name exists: a registration with no segment behind it would make the
     # tracker warn at exit. A process killed between the two steps leaves a segment
     # unregistered, which unlink_leftover() copes with.
-    resource_tracker.register("/" + name, _RTYPE)
+    try:
+        # Starts the tracker if this process has none yet: a pipe and a process, which
+        # fail when no descriptor is left. Then the name must not outlive the failure.
+        resource_tracker.register("/" + name, _RTYPE)
+    except BaseException:
+        _posixshmem.shm_unlink("/" + name)
+        raise
     size = _staggered(nbytes)
     try:
         os.ftruncate(fd, size)

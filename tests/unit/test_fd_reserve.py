@@ -7,8 +7,12 @@ import errno
 import gc
 import os
 import resource
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterator
+from multiprocessing import resource_tracker
 
 import numpy as np
 import pytest
@@ -43,7 +47,8 @@ def full_descriptor_table() -> Iterator[None]:
 
 @pytest.fixture
 def no_descriptor_left() -> Iterator[None]:
-    """The test runs with no descriptor left."""
+    """The test runs with no descriptor left (the resource tracker started before, as in use)."""
+    resource_tracker.ensure_running()
     with full_descriptor_table():
         yield
 
@@ -135,3 +140,37 @@ def test_attach_with_no_descriptor_and_no_reserve_explains(monkeypatch, no_descr
     monkeypatch.setattr(_fd_reserve._RESERVE, "refill", lambda: None)
     with pytest.raises(SegmentError, match=r"Too many open files.*ulimit -n"):
         _segments.attach(name, (0, 0, 0))
+
+
+def test_failed_tracker_start_leaves_no_segment(tmp_path):
+    """No descriptor left to start the resource tracker: create() raises SegmentError, and no name is left."""
+    script = textwrap.dedent(
+        """
+        import errno, os, resource, sys
+        from zerocopy_executor import _segments
+        from zerocopy_executor._errors import SegmentError
+        highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 8, hard))
+        fillers = []
+        while True:
+            try:
+                fillers.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                break
+        try:
+            _segments.create(4096, tag="0badcafe")
+        except SegmentError as exc:
+            print("refused:", exc)
+        for fd in fillers:
+            os.close(fd)
+        print("left:", sorted(n for n in os.listdir("/dev/shm") if "0badcafe" in n))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "refused: cannot create a segment of 4096 bytes" in done.stdout, done.stdout
+    assert "left: []" in done.stdout, done.stdout
+    assert done.stderr == "", done.stderr
