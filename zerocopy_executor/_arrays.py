@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import operator
-import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -14,6 +13,7 @@ import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
 from . import _arrayref, _blocks, _namespace, _segments, _shm
+from ._fork_safety import at_fork
 
 __all__ = [
     "TASK_MEMORY",
@@ -47,7 +47,7 @@ def _forget_task_memory() -> None:
     TASK_MEMORY.take = None
 
 
-os.register_at_fork(after_in_child=_forget_task_memory)
+at_fork(after_in_child=_forget_task_memory)
 
 
 def process_allocator(nbytes: int) -> tuple[_segments.SegmentBuffer, None]:

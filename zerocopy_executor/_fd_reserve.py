@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from ._fork_safety import at_fork
+
 __all__ = ["with_descriptor"]
 
 T = TypeVar("T")
@@ -40,7 +42,7 @@ class _Reserve:
         self.identity = (0, 0)  # the spare's (device, inode)
         self.lock = threading.Lock()
         self.borrower: int | None = None  # the thread holding lock
-        os.register_at_fork(after_in_child=self._reinit_after_fork)
+        at_fork(after_in_child=self._reinit_after_fork)
 
     def _reinit_after_fork(self) -> None:
         self.lock = threading.Lock()  # a lock held by a parent thread at fork stays held

@@ -19,10 +19,11 @@ placeholder's pages are never touched, but under strict overcommit
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import sys
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -34,12 +35,17 @@ M = TypeVar("M", bound=mmap.mmap)
 _MAP_FIXED = 0x10
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
-if sys.version_info < (3, 13):
-    _LIBC = ctypes.CDLL(None, use_errno=True)
+
+def _libc_mmap() -> Any:
+    """The C library's mmap, typed; None where the process has no C library to load (Windows)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except (OSError, TypeError):
+        return None
     # mmap64 takes a 64-bit offset even in a 32-bit process (glibc); elsewhere off_t is 64-bit.
-    _mmap = getattr(_LIBC, "mmap64", None) or _LIBC.mmap
-    _mmap.restype = ctypes.c_void_p
-    _mmap.argtypes = (
+    function = getattr(libc, "mmap64", None) or libc.mmap
+    function.restype = ctypes.c_void_p
+    function.argtypes = (
         ctypes.c_void_p,
         ctypes.c_size_t,
         ctypes.c_int,
@@ -47,6 +53,10 @@ if sys.version_info < (3, 13):
         ctypes.c_int,
         ctypes.c_int64,
     )
+    return function
+
+
+_mmap = _libc_mmap() if sys.version_info < (3, 13) else None
 
 
 def map_shared(  # noqa: PLR0913 - the knobs of one mmap call
@@ -72,6 +82,8 @@ def map_shared(  # noqa: PLR0913 - the knobs of one mmap call
     if sys.version_info >= (3, 13):
         mapping = cls(fd, length, flags=flags, prot=prot, offset=offset, trackfd=False)
         return mapping, _address_of(mapping, writeable)
+    if _mmap is None:
+        raise OSError(errno.ENOSYS, "this platform cannot map a file without keeping its descriptor")
     placeholder = cls(-1, length, flags=mmap.MAP_PRIVATE, prot=prot)
     address = _address_of(placeholder, writeable)
     if _mmap(address, length, prot, flags | _MAP_FIXED, fd, offset) in (None, _MAP_FAILED):

@@ -25,11 +25,12 @@ Borrowed (tests/unit/test_fork_safety.py fails if they change): the ``_lock`` (a
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from multiprocessing import resource_tracker
 
 import cloudpickle
 
-__all__: list[str] = []  # imported for its at-fork handler
+__all__ = ["at_fork"]
 
 # Whether we reset the tracker's lock: CPython's own reset comes with this method.
 _RESETS_TRACKER_LOCK = not hasattr(resource_tracker.ResourceTracker, "_after_fork_in_child")
@@ -41,4 +42,18 @@ def _reset_locks() -> None:
     cloudpickle.cloudpickle._DYNAMIC_CLASS_TRACKER_LOCK._at_fork_reinit()
 
 
-os.register_at_fork(after_in_child=_reset_locks)
+def at_fork(
+    *,
+    before: Callable[[], object] | None = None,
+    after_in_parent: Callable[[], object] | None = None,
+    after_in_child: Callable[[], object] | None = None,
+) -> None:
+    """``os.register_at_fork`` where processes fork; nothing where they cannot (Windows)."""
+    register = getattr(os, "register_at_fork", None)
+    if register is None:
+        return
+    hooks = {"before": before, "after_in_parent": after_in_parent, "after_in_child": after_in_child}
+    register(**{when: hook for when, hook in hooks.items() if hook is not None})
+
+
+at_fork(after_in_child=_reset_locks)

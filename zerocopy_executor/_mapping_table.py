@@ -8,10 +8,11 @@ is never mapped twice (see _segments).
 from __future__ import annotations
 
 import bisect
-import os
 import threading
 import weakref
 from typing import Generic, Protocol, TypeVar
+
+from ._fork_safety import at_fork
 
 __all__ = ["MappingTable"]
 
@@ -41,7 +42,7 @@ class MappingTable(Generic[B]):
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        os.register_at_fork(after_in_child=self._reinit_after_fork)
+        at_fork(after_in_child=self._reinit_after_fork)
         self.by_name: dict[str, weakref.ref[B]] = {}
         self.starts: list[int] = []
         self.entries: list[tuple[int, int, weakref.ref[B]]] = []

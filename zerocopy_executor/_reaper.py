@@ -29,6 +29,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ._fork_safety import at_fork
+
 __all__ = ["drain", "exclusive", "on_death", "pending"]
 
 _WAKE: queue.SimpleQueue[weakref.ref[Any] | None] = queue.SimpleQueue()  # None: stop
@@ -143,7 +145,7 @@ def _ensure_thread() -> None:
 
 
 atexit.register(drain)
-os.register_at_fork(
+at_fork(
     before=_stop_before_fork,
     after_in_parent=_restart_after_fork_in_parent,
     after_in_child=_reinit_after_fork_in_child,

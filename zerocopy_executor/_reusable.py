@@ -26,6 +26,7 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from . import SharedArrayExecutor
+from ._fork_safety import at_fork
 
 __all__ = ["EXECUTORS", "ExecutorConfig", "Lease", "ReusableExecutors", "same_value"]
 
@@ -221,4 +222,4 @@ _INHERITED: list[Lease] = []
 
 EXECUTORS = ReusableExecutors()
 atexit.register(EXECUTORS.shutdown)
-os.register_at_fork(after_in_child=EXECUTORS.forget_after_fork)
+at_fork(after_in_child=EXECUTORS.forget_after_fork)

@@ -7,6 +7,9 @@ the forkserver, spawned workers; forked ones inherit it) is in the same lane, ch
 - ``missing``: there is no ``_posixshmem`` module, as on Windows. The standard
   library's resource tracker imports it on POSIX (only there), so it is imported
   first: ProcessPoolExecutor itself keeps working, as it does on Windows.
+- ``windows``: as ``missing``, and nothing else Windows lacks that the package could
+  touch on import: no ``os.register_at_fork``, and ``ctypes.CDLL(None)`` fails (spawn only,
+  as on Windows).
 - ``refused``: creating a shared-memory segment fails with EACCES, as under a /dev/shm
   that refuses it (while the pool's semaphores still work).
 """
@@ -17,10 +20,24 @@ import sys
 
 _LANE = os.environ.get("ZC_TEST_NO_SHM")
 
-if _LANE == "missing":
+if _LANE in ("missing", "windows"):
     import multiprocessing.resource_tracker  # noqa: F401 - imports the real _posixshmem first
 
     sys.modules["_posixshmem"] = None  # type: ignore[assignment]  # import now raises ImportError
+if _LANE == "windows":
+    import concurrent.futures.process  # noqa: F401 - the standard library's own at-fork hooks first
+    import ctypes
+
+    del os.register_at_fork
+    _cdll = ctypes.CDLL
+
+    class _NoProcessLibrary(_cdll):
+        def __init__(self, name, *args, **kwargs):
+            if name is None:
+                raise TypeError("expected str, bytes or os.PathLike object, not NoneType")
+            super().__init__(name, *args, **kwargs)
+
+    ctypes.CDLL = _NoProcessLibrary
 elif _LANE == "refused":
     import _posixshmem
 

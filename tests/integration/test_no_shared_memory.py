@@ -21,6 +21,7 @@ SITE = Path(__file__).resolve().parents[1] / "_no_shm_site"
 SCRIPT = Path(__file__).resolve().parents[1] / "_no_shm_script.py"
 WHY = {
     "missing": "this platform has no POSIX shared memory",
+    "windows": "this platform has no POSIX shared memory",
     "refused": "cannot create a segment in /dev/shm: Permission denied (EACCES)",
 }
 
@@ -73,3 +74,13 @@ def test_shared_allocation_without_shared_memory_says_why(lane):
         assert message.startswith("cannot make a shared array: "), output
         assert WHY[lane] in message, output
         assert "use numpy's own arrays instead" in message, output
+
+
+def test_windows_like_platform_imports_and_runs_as_process_pool_executor():
+    """No _posixshmem, no os.register_at_fork, no ctypes.CDLL(None): it imports and pickles, under spawn."""
+    report, output = run_in_lane("windows", "spawn")
+    assert report["same_as_pool"], output
+    (warning,) = report["warnings"]
+    assert WHY["windows"] in warning[1], output
+    assert report["stats"] == [0, 0, 7, 0], output
+    assert "Traceback" not in output, output
