@@ -97,7 +97,7 @@ def test_exception_traceback_of_a_method_shows_its_file_and_line(make_pool, meth
     target = getattr(_tasks.Raiser if method == "from_classmethod" else _tasks.Raiser(), method)
     exc = executor.submit(target, "boom").exception(timeout=TIMEOUT)
     remote = str(exc.__cause__)
-    assert _tasks.__file__ in remote
+    assert _tasks.differential.__file__ in remote
     assert "raise RuntimeError(message)  # marker:" in remote
 
 
@@ -107,7 +107,7 @@ def test_exception_traceback_of_a_lambda_shows_its_file_and_line_with_us():
         exc = executor.submit(_tasks.raise_from_lambda, "boom").exception(timeout=TIMEOUT)
     remote = str(exc.__cause__)
     assert "<dynamic-code>" not in remote
-    assert f'File "{_tasks.__file__}"' in remote
+    assert f'File "{_tasks.differential.__file__}"' in remote
     assert "# marker: lambda line" in remote
 
 

@@ -1,10 +1,10 @@
 """Fault tests: crashes, kills, interrupts, a full /dev/shm, sabotage, load and forgery.
 
-Every scenario runs in a child script (the body is in tests/_fault_scripts.py) so that
+Every scenario runs in a child script (the body is in tests/_fault_scripts/) so that
 a SIGKILL, SIGBUS or hang cannot take pytest with it. Each test judges the script's
-exit status, its stderr (no resource-tracker noise: each segment registered and unregistered
-exactly once), its report, and
-what its process tree left behind in /dev/shm and /proc.
+exit status, its stderr (no resource-tracker noise: each segment registered and
+unregistered exactly once), its report, and what its process tree left behind in
+/dev/shm and /proc.
 """
 
 from __future__ import annotations
