@@ -11,9 +11,8 @@ Why not a SharedMemoryManager: its server process costs every executor's life 10
 (fork) to 100 ms (spawn, forkserver), about twice ProcessPoolExecutor's whole
 create-run-shutdown cycle; under fork it inherits the pool's pipes, so a broken pool
 can deadlock (CPython's ``test_crash_big_data``); and it cannot start during
-interpreter finalization. The
-resource tracker already outlives every process of a pool, and names already say who
-made them.
+interpreter finalization. The resource tracker already outlives every process of a
+pool, and names already say who made them.
 
 Who releases what:
 - a segment's owner unlinks it when its last view dies (see _segments);

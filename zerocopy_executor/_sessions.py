@@ -5,10 +5,10 @@ An EncodeSession decides, for each array a pickler meets, between the three path
 or in a memory-mapped file: see _files), copied once into a segment, or pickled.
 Buffers that are not ndarrays (pickle protocol 5's out-of-band buffers: Arrow data
 inside pandas and pyarrow objects, which ``reducer_override`` is never shown) reach
-it through pickle's ``buffer_callback`` and take the same paths, described by the same ArrayRef (a 1-D
-``uint8`` view) and counted in the same stats. It keeps alive what the receiver will
-map until the receiver is done. The picklers (see _picklers) call into it; the
-receiving side is _decoding.
+it through pickle's ``buffer_callback`` and take the same paths, described by the same
+ArrayRef (a 1-D ``uint8`` view) and counted in the same stats. It keeps alive what the
+receiver will map until the receiver is done. The picklers (see _picklers) call into
+it; the receiving side is _decoding.
 """
 
 from __future__ import annotations
