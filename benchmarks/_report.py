@@ -1,4 +1,4 @@
-"""bench.py's report: Markdown tables, the target checks of DESIGN.md, and a plot."""
+"""bench.py's report: Markdown tables, the target checks of docs/performance.md, and a plot."""
 
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ def _peak_memory(results: Results) -> str:
 
 
 def check_lines(results: Results) -> list[str]:
-    """The performance targets of DESIGN.md, each PASS, FAIL or SKIP with its numbers."""
+    """The performance targets (docs/performance.md), each PASS, FAIL or SKIP with its numbers."""
     return [
         _speedup(results, "W1"),
         _speedup(results, "W2"),
@@ -264,7 +264,7 @@ def render(measurements: Iterable[Measurement], meta: dict[str, Any]) -> str:
         lines[-1] += ", ".join(f"{_mb(m.nbytes)} MB {_ms(m.median)}" for m in copies) + "."
     lines += [
         "",
-        "## Target checks (DESIGN.md, Performance targets)",
+        "## Target checks (docs/performance.md, Performance targets)",
         "",
         "```",
         *check_lines(results),

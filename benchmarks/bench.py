@@ -6,9 +6,10 @@
 For each array size, each system starts its own 2-worker pool (so that the memory
 sampled belongs to it alone), runs one warm-up call per workload, then repeats the
 call (at least 5 times and for about 2 s; at least 3 at 256 MB and more) and keeps
-the median: steady state, not the first call, which pays for fresh pages (DESIGN.md,
-fact 7). A thread samples the memory of this process and all its descendants
-throughout (see _memory.py). Speed-ups are against ProcessPoolExecutor in the same run.
+the median: steady state, not the first call, which pays for fresh pages
+(first touch of a shm page costs more than copying into it). A thread samples the
+memory of this process and all its descendants throughout (see _memory.py). Speed-ups
+are against ProcessPoolExecutor in the same run.
 
 The Markdown report goes to stdout and to benchmarks/results/<timestamp>.md, with the
 raw numbers in a .json beside it and, if matplotlib is importable, a log-log .png.

@@ -18,8 +18,8 @@ and the ratio (default / ours; above 1 means we are faster).
 Each pair is timed in turns (who goes first alternates each round) after one warm-up
 call each, so that the machine's drift hits both alike; executors and loky's workers
 are started before timing, except dask's "processes" scheduler, which starts a pool in
-every compute() (what its users get). Process pools use forkserver. The Arrow rows
-measure the core as it is: Arrow buffers are pickled until the core learns to share them.
+every compute() (what its users get). Process pools use forkserver. Arrow buffers take
+the arrays' paths (pickle protocol 5's buffer_callback), so the Arrow rows measure them.
 """
 
 from __future__ import annotations

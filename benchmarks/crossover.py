@@ -13,7 +13,7 @@ from which sharing is faster at every larger size measured.
 
 With ``--cold`` each sample is instead the first call at that size on a fresh pair of
 executors (started and warmed up with a one-element array first), so sharing pays for
-a new segment and its fresh pages (DESIGN.md, fact 7): the crossover for arrays whose
+a new segment and its fresh pages (first touch costs more than the copy): the crossover for arrays whose
 size a program does not repeat.
 """
 

@@ -8,7 +8,7 @@ function), so its start and its shutdown are paid every time. Each cell is the m
 of N cycles of ``ProcessPoolExecutor`` and ``SharedArrayExecutor`` (2 workers), taken
 in turn so that the machine's drift hits both alike, for a tiny task (an int in, an
 int out) and for an 8 MB float64 argument (a scalar out). One cycle of each runs first
-and is not counted (imports, the forkserver's own start). Target (DESIGN.md): at most
+and is not counted (imports, the forkserver's own start). Target (docs/performance.md): at most
 1.25x ProcessPoolExecutor under every start method.
 """
 

@@ -25,7 +25,7 @@ own can come (the floor's time, with its multiply swapped for the out-of-place o
 Timing: every variant has its own executor, all open at once, and they are called in
 turns (one call each per round, each round starting with the next variant), so that
 the machine's drift hits them alike; median ms per call over the rounds after a
-warm-up call (steady state, DESIGN.md fact 7), and the worker's own time in the
+warm-up call (steady state: the first call pays for fresh pages), and the worker's own time in the
 function. Memory, in a second pass, one executor at a time: the peak rise of the
 process tree's PSS (/dev/shm included) over a few calls, and what is still held once
 the last result is dropped (the warm segments the executor keeps for reuse), both

@@ -1,7 +1,7 @@
 """Sweep scenarios run as child scripts by tests/integration/test_sweep.py.
 
 Each ``scenario_*`` function is the body of a small script run in a subprocess (as in
-tests/_fault_scripts.py): it prints ``REPORT {json}`` with what it saw, and the test
+tests/_fault_scripts/): it prints ``REPORT {json}`` with what it saw, and the test
 asserts on that, on the exit status and on stderr. The scenarios that change their
 uid or plant another user's files run under a private /dev/shm (``unshare -m``), so
 nothing of theirs can reach the machine's.

@@ -47,7 +47,8 @@ __all__ = [
     "is_reusable",
 ]
 
-# Results made only of these need no array scan: plain pickle is ~30 us cheaper (fact 9).
+# Results made only of these need no array scan: a tiny map() chunk must not pay for
+# the share-aware pickler (benchmarks/bench.py's W5 measures it).
 _PLAIN_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None)})  # see is_plain
 _PLAIN_CONTAINERS = frozenset({tuple, list, dict})
 _PLAIN_SCAN_MAX = 16  # items per container

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 __all__ = ["DEFAULT_MIN_NBYTES", "SharingPolicy"]
 
 # Below this size pickling through the pipe is as fast as creating, filling and
-# mapping a segment; measured by benchmarks/crossover.py (see README, "Performance").
+# mapping a segment; measured by benchmarks/crossover.py (docs/performance.md, "Choosing min_nbytes").
 DEFAULT_MIN_NBYTES = 256 << 10
 
 

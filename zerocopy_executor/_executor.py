@@ -3,7 +3,8 @@
 Data flow of one task::
 
     submit(fn, *args)                        parent
-      └─ TaskEnvelope ─ pickled in the call-queue feeder thread (fact 5):
+      └─ TaskEnvelope ─ pickled in the call-queue feeder thread, which holds about
+           max_workers + 1 items, so shared memory is bounded by the tasks in flight:
            encode_task: large plain arrays → one copy into a warm recycled segment
                         (or a new one); arrays already shared → ArrayRef only;
                         the rest → pickle. A warm segment is lent for the result,
@@ -19,7 +20,8 @@ Data flow of one task::
                        ═══ pipe ═══
     SharedFuture.set_result(reply)           parent, manager thread
       ├─ decode: map result segments and take ownership (unlinked when the last
-      │          view dies), failing only this future if that goes wrong (fact 6)
+      │          view dies), failing only this future if that goes wrong (an error
+      │          raised in the manager thread would break the whole pool)
       ├─ release the task's segments: back to the pool once no view is left
       └─ resolve the future the user holds
 
@@ -63,7 +65,8 @@ T = TypeVar("T")
 # gh-107219: before 3.12 a broken pool's clean-up stops at a cancelled future.
 _CANCELLED_FUTURES_BREAK_CLEAN_UP = sys.version_info < (3, 12)
 # map() holds a plain chunk's bytes from map() until it is sent: larger chunks go
-# through submit(), whose envelope is pickled only then (fact 5).
+# through submit(), whose envelope is pickled only when the call-queue feeder thread
+# sends it, so what is pinned stays bounded by the tasks in flight.
 _PLAIN_CHUNK_MAX_NBYTES = 64 << 10
 
 
@@ -148,7 +151,9 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         # After the parent's own checks (max_workers first), which start nothing.
         require_callable(initializer)
         # Workers must share our resource tracker; under fork they only inherit it if
-        # it runs before the first fork (fact 3). Without shared memory: no segment to track.
+        # it runs before the first fork; a second tracker would unregister our
+        # segments twice or warn of leaks that are not. Without shared memory: no
+        # segment to track.
         if not _shm.warn_if_unusable(stacklevel=2):
             resource_tracker.ensure_running()
         self._sharing = SharingState(policy, setup)
@@ -305,12 +310,12 @@ class _ChunkTasks:
     A chunk of plain arguments (what pickle handles natively: map over numbers) for
     a function with no array in it, while no result segment is being lent, pins
     nothing. Its future is map's own, never the caller's, so it needs neither an
-    envelope nor a SharedFuture: its reply decodes itself (see _replies). Through
-    submit() a tiny task cost the parent 1.17x ProcessPoolExecutor's instructions,
-    this way 0.99x (benchmarks/w5_instructions.py). Any other chunk goes through
+    envelope nor a SharedFuture: its reply decodes itself (see _replies). This way a
+    tiny task costs the parent about what ProcessPoolExecutor's does
+    (benchmarks/w5_instructions.py measures it). Any other chunk goes through
     submit(), and so does every chunk when submit() is overridden by a subclass or
     replaced on the instance: clients such as tqdm's ``process_map`` count finished
-    chunks that way (DESIGN.md fact 16).
+    chunks that way (tests/integration/test_differential_map.py).
     """
 
     def __init__(self, executor: SharedArrayExecutor, fn: Callable[..., Any]) -> None:

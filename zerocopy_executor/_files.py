@@ -1,7 +1,7 @@
 """Memory-mapped files by reference: a ``np.memmap`` travels as its file, offset and layout.
 
 A memmap of a file (mode 'r', 'r+' or 'w+'), and any view of one, is shared memory
-already: every process that maps the file sees the same pages (DESIGN.md; joblib passes
+already: every process that maps the file sees the same pages (joblib passes
 memmaps the same way). So it is never copied, and a file larger than /dev/shm, or than
 RAM, still works. A copy-on-write ('c') memmap is private to its process: it keeps
 copy semantics and takes the ordinary paths.

@@ -3,11 +3,11 @@
 ProcessPoolExecutor makes its futures itself and resolves them in its manager thread,
 where an exception while unpickling a result breaks the whole pool. Our workers reply
 with the result still encoded, and SharedFuture.set_result decodes it, so a failure
-fails only that future (fact 6). submit() gives the future this class before the task
-can be sent (the envelope is sealed until then), so every reply passes through it.
+fails only that future (tests/integration/test_differential_pickling.py). submit()
+gives the future this class before the task can be sent (the envelope is sealed until
+then), so every reply passes through it.
 Settling in the one future, rather than in a second one chained by a done-callback,
-is part of what took a tiny task from about 445,000 parent instructions to 405,000
-(benchmarks/w5_instructions.py).
+keeps a tiny task's cost in the parent low (benchmarks/w5_instructions.py measures it).
 
 However else a task ends (an exception, cancellation, or even before submit() could
 adopt its future), the done-callback installed by adopt() settles it: Future runs its
@@ -88,7 +88,7 @@ class SharedFuture(CancelSafeFuture):
             data, tally, kept, lend_hint = result
             value = _replies.decode_reply(envelope.state, data, tally, lend_hint)
             recycle = True
-        except BaseException as decode_error:  # fail this future, never the pool (fact 6)
+        except BaseException as decode_error:  # fail this future, never the pool
             failure = decode_error
         finally:
             envelope.settle(recycle=recycle, kept=kept)

@@ -1,11 +1,11 @@
 """Functions defined in ``__main__``: sent by name, so a worker uses its own.
 
 cloudpickle pickles every ``__main__`` function by value, with a private copy of its
-globals, so a global set by an initializer would be invisible to it (DESIGN.md fact
-10). We send the qualified name, which the worker resolves in its own ``__main__`` (the
-parent's under fork, the re-imported script under spawn and forkserver), with a
-fingerprint of the code to check it is the same function, and a by-value copy for when
-it is not (a notebook, ``python -c``, a function redefined after the fork). A function
+globals, so a global set by an initializer would be invisible to it. We send the
+qualified name, which the worker resolves in its own ``__main__`` (the parent's under
+fork, the re-imported script under spawn and forkserver), with a fingerprint of the code
+to check it is the same function, and a by-value copy for when it is not (a notebook,
+``python -c``, a function redefined after the fork). A function
 whose globals cannot be pickled (a lock or a shared ctypes value inherited under fork)
 goes by name alone, as pickle sends it.
 """
@@ -47,7 +47,7 @@ def _fingerprint(code: types.CodeType) -> int:
 
     Not its file path (spawn makes it absolute), and not the repr of its constants: a
     set literal is a frozenset constant whose order, so whose repr, depends on the
-    process's hash seed (DESIGN.md fact 15).
+    process's hash seed.
     """
     return zlib.crc32(_stable_text(code).encode("utf-8", "surrogatepass"))
 

@@ -7,13 +7,12 @@ executor's ledger: every segment its parent or its workers create carries it, so
 segments a crashed worker left behind are found by listing /dev/shm, with no record
 kept anywhere and no round trip per segment.
 
-Why not a SharedMemoryManager, which the first design used for this: its server process
-cost every executor's life 10 ms (fork) to 100 ms (spawn, forkserver), about twice
-ProcessPoolExecutor's whole create-run-shutdown cycle; under fork it inherited the
-pool's pipes, so a broken pool could deadlock (CPython's
-``test_crash_big_data``); and it could not start during interpreter finalization. The
-resource tracker already outlives every process of a pool, and names already say who
-made them.
+Why not a SharedMemoryManager: its server process costs every executor's life 10 ms
+(fork) to 100 ms (spawn, forkserver), about twice ProcessPoolExecutor's whole
+create-run-shutdown cycle; under fork it inherits the pool's pipes, so a broken pool
+can deadlock (CPython's ``test_crash_big_data``); and it cannot start during
+interpreter finalization. The resource tracker already outlives every process of a
+pool, and names already say who made them.
 
 Who releases what:
 - a segment's owner unlinks it when its last view dies (see _segments);
@@ -21,11 +20,11 @@ Who releases what:
   the parent still holds (results outlive the executor) and what a still-running
   creator owns (it unlinks its own), and sweeps again as each such creator exits
   (see _sweep);
-- a worker that sees the parent die sweeps the tag before it exits (DESIGN.md fact 2),
+- a worker that sees the parent die sweeps the tag before it exits (see _watchdog),
   so nothing waits for the resource tracker's own clean-up, which warns.
 
 A sweep touches only names owned by this process's user: /dev/shm is shared by every
-user, and anyone can plant a name with our prefix and tag (DESIGN.md fact 21).
+user, and anyone can plant a name with our prefix and tag (tests/integration/test_faults.py).
 
 Listing segments needs /dev/shm (Linux); elsewhere sweeping finds nothing, and what a
 crashed worker left is reclaimed by the resource tracker when the parent exits.

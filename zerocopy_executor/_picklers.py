@@ -1,7 +1,8 @@
 """The picklers: cloudpickle for calls, ForkingPickler for results, plain pickle when it will do.
 
 Arguments are pickled with a cloudpickle Pickler (lambdas and ``__main__`` functions
-work under every start method), by reference first (DESIGN.md fact 10), ``__main__``
+work under every start method), by reference first (by value, a function would carry
+its own copy of its globals and miss what an initializer set), ``__main__``
 classes by name wherever workers have them (see _main_classes); results with the
 same pickler class as ProcessPoolExecutor (``ForkingPickler``), and only what that
 refuses by value (see _results_by_value). Both hand everything they do not own
@@ -67,7 +68,7 @@ _DISPATCH: list[Any] = [None, {}]
 def reduce_code(code: types.CodeType) -> tuple[Any, ...]:
     """Pickle code sent by value whole, its file name and line table included.
 
-    cloudpickle renames it ``<dynamic-code>`` (DESIGN.md fact 15), so a worker's traceback
+    cloudpickle renames it ``<dynamic-code>``, so a worker's traceback
     of a lambda or a notebook function would show no file and no source line, where
     ProcessPoolExecutor's (by reference) shows both. Workers run this same interpreter,
     so marshal's format, which is CPython's own for code, is the one to use.

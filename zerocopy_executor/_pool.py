@@ -1,10 +1,10 @@
 """Recycling warm segments: the parent's pool and the leases that guard reuse.
 
 First touch of a fresh shared page costs ~0.65 ms per MiB, several times the copy
-itself (DESIGN.md fact 7), so the parent keeps segments whose pages are already
-touched and reuses them for later arguments and results of a similar size. Workers
-keep their mappings of such segments for a while (see _worker), so reuse saves their
-page faults too.
+itself (benchmarks/crossover.py measures it), so the parent keeps segments whose
+pages are already touched and reuses them for later arguments and results of a
+similar size. Workers keep their mappings of such segments for a while (see _worker),
+so reuse saves their page faults too.
 
 Reuse is only safe once nothing can still see the old contents. Each use of a pooled
 segment goes through a *lease*: a uint8 ndarray over the whole mapping that every

@@ -6,7 +6,7 @@ Replies reach the parent two ways:
   it (_future);
 - a plain map() chunk's reply (see SharedArrayExecutor.map) is its results as they
   are, or a ChunkReply, which decodes itself while the manager thread unpickles it.
-  Unpickling in that thread must not raise (an error there breaks the pool, fact 6),
+  Unpickling in that thread must not raise (an error there breaks the pool),
   so a reply that fails to decode becomes a DecodeFailure, which only map's own
   iterator sees and raises.
 
@@ -99,5 +99,5 @@ def _receive_chunk(token: int, data: Payload, tally: dict[str, int], lend_hint: 
     try:
         receiver = _RECEIVERS[token]  # alive: its close() waits for this thread (the manager) to end
         return decode_reply(receiver, data, tally, lend_hint)
-    except BaseException as error:  # fail this chunk, never the pool (fact 6)
+    except BaseException as error:  # fail this chunk, never the pool
         return DecodeFailure(error)

@@ -5,7 +5,7 @@ shared array (a slice, a transpose, a view made by another library) is found by 
 address, and so that a segment already mapped here is never mapped twice: a result that
 is a view of a shared input then truly aliases it (see _mapping_table).
 
-The rules that keep /dev/shm clean (DESIGN.md facts 1, 3, 4 and 8):
+The rules that keep /dev/shm clean:
 
 - The creator registers the segment with the resource tracker, once. Every process of
   a pool shares that tracker, so attaching never registers (gh-82300: before 3.13

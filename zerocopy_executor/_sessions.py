@@ -1,14 +1,14 @@
 """Encoding: where each array or buffer goes, and what a transfer pinned.
 
 An EncodeSession decides, for each array a pickler meets, between the three paths
-(DESIGN.md): by reference (its memory already lies in a shared segment, in a
-memory-mapped file: see _files, or in a user's SharedMemory block: see _blocks),
-copied once into a segment, or pickled. Buffers that are not ndarrays (pickle
-protocol 5's out-of-band buffers: Arrow data inside pandas and pyarrow objects,
-DESIGN.md fact 17) reach it through pickle's ``buffer_callback`` and take the same
-paths, described by the same ArrayRef (a 1-D ``uint8`` view) and counted in the same
-stats. It keeps alive what the receiver will map until the receiver is done. The
-picklers (see _picklers) call into it; the receiving side is _decoding.
+(README, "Three paths"): by reference (its memory already lies in a shared segment,
+in a memory-mapped file: see _files, or in a user's SharedMemory block: see _blocks),
+copied once into a segment, or pickled. Buffers that are not ndarrays (pickle protocol
+5's out-of-band buffers: Arrow data inside pandas and pyarrow objects, which
+``reducer_override`` is never shown) reach it through pickle's ``buffer_callback`` and
+take the same paths, described by the same ArrayRef (a 1-D ``uint8`` view) and counted
+in the same stats. It keeps alive what the receiver will map until the receiver is done.
+The picklers (see _picklers) call into it; the receiving side is _decoding.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ __all__ = [
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 # ProcessPoolExecutor pickles with the default protocol; from 3.14 it is 5, whose
-# in-band buffers keep a read-only contiguous array read-only (DESIGN.md fact 14).
+# in-band buffers keep a read-only contiguous array read-only (strided ones come back writable).
 READ_ONLY_STAYS_READ_ONLY = pickle.DEFAULT_PROTOCOL >= 5
 
 

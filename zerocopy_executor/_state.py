@@ -99,7 +99,7 @@ class SharingState:
                 task.release(recycle=False)
         _OPEN_STATES.discard(self)
         self.pool.close()
-        # Results outlive the executor (DESIGN.md): the segments this process holds are
+        # Results outlive the executor (README, Semantics): the segments this process holds are
         # spared, and so are those of creators still running (they own them) until they exit.
         _sweep.release_at_close(self.tag)
 

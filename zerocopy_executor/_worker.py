@@ -37,8 +37,8 @@ WITHDRAWN = b""  # the payload of a task released before it was sent: refused
 
 # Mappings a worker keeps between tasks (recycled segments, and shared arrays passed
 # by reference), so the next task with the same segment pays neither mmap nor page
-# faults (DESIGN.md fact 7). Names are never reused, so a kept mapping cannot match
-# another segment. Bounded in bytes, and
+# faults (first touch of a page costs more than copying into it). Names are never
+# reused, so a kept mapping cannot match another segment. Bounded in bytes, and
 # dropped after a short idle time so that memory the parent has released is not
 # pinned for long.
 CACHE_CAP_NBYTES = 2 << 30
@@ -72,7 +72,8 @@ class WorkerSetup:
 
     def __reduce__(self) -> tuple[Any, ...]:
         # cloudpickle lets a lambda or __main__ function be the initializer; by-reference
-        # first (as for tasks) so that a global it sets is the one tasks read (fact 10).
+        # first (as for tasks) so that a global it sets is the one tasks read: a function
+        # pickled by value would set the global of its own private copy.
         # Plain arrays in initargs are pickled: no task pins a copy for the worker to map.
         never_copy = SharingPolicy(min_nbytes=sys.maxsize)
         session = _codec.EncodeSession(never_copy, _arrays.process_allocator, handover=False)

@@ -63,8 +63,6 @@ def from_shared(x: NDArray[Any], chunks: Any = "auto", *, name: str | None = Non
 
     Raises:
         TypeError: x is not a NumPy array in shared memory.
-
-    Added in 0.2.
     """
     candidate: object = x  # checked at run time: callers are untyped
     if not isinstance(candidate, np.ndarray) or not (is_shared(candidate) or candidate.size == 0):

@@ -118,8 +118,6 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
     Raises:
         TypeError: initializer is not callable.
         ValueError: idle_worker_timeout is negative.
-
-    Added in 0.2.
     """
 
     supports_retrieve_callback = True  # hence timeouts and return_as="generator" too

@@ -27,19 +27,19 @@ SUITE_TIMEOUT = 1500  # seconds; a full run takes 1.5 to 3 minutes on 2 cores
 INTENDED_DIFFERENCES = {
     "test_error_at_task_unpickle": (
         "an argument that fails to unpickle in the worker fails its own future; the pool works on",
-        "tests/integration/test_differential.py::test_argument_failing_to_unpickle_fails_only_that_future_with_us",
+        "tests/integration/test_differential_pickling.py::test_argument_failing_to_unpickle_fails_only_that_future_with_us",
     ),
     "test_exit_at_task_unpickle": (
         "SystemExit while unpickling an argument fails its own future, as SystemExit from the function does",
-        "tests/integration/test_differential.py::test_argument_failing_to_unpickle_fails_only_that_future_with_us",
+        "tests/integration/test_differential_pickling.py::test_argument_failing_to_unpickle_fails_only_that_future_with_us",
     ),
     "test_error_during_result_unpickle_in_result_handler": (
-        "a result that fails to unpickle in the parent fails its own future; the pool works on (fact 6)",
-        "tests/integration/test_differential.py::test_result_failing_to_unpickle_fails_only_that_future_with_us",
+        "a result that fails to unpickle in the parent fails its own future; the pool works on",
+        "tests/integration/test_differential_pickling.py::test_result_failing_to_unpickle_fails_only_that_future_with_us",
     ),
     "test_exit_during_result_unpickle_in_result_handler": (
         "SystemExit while unpickling a result fails its own future, as SystemExit from the function does",
-        "tests/integration/test_differential.py::test_result_exiting_while_unpickled_fails_only_that_future_with_us",
+        "tests/integration/test_differential_pickling.py::test_result_exiting_while_unpickled_fails_only_that_future_with_us",
     ),
 }
 

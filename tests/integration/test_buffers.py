@@ -1,9 +1,9 @@
 """Buffers that are not ndarrays (Arrow data in pandas and pyarrow objects) take the arrays' paths.
 
-Pickle protocol 5 hands such buffers to the pickler's buffer_callback (DESIGN.md fact
-17): large ones go through shared memory as arrays do, and the bytes that cross the
-pipes are counted where they are sent, in the parent and in the workers, not only by
-our own stats.
+Pickle protocol 5 hands such buffers to the pickler's buffer_callback (a
+``reducer_override`` never sees them): large ones go through shared memory as arrays
+do, and the bytes that cross the pipes are counted where they are sent, in the parent
+and in the workers, not only by our own stats.
 """
 
 from __future__ import annotations

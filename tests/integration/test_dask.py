@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import zerocopy_executor as zc
-from tests import _client_tasks
+from tests import _tasks
 
 da = pytest.importorskip("dask.array", reason="needs the [dask] extra: pip install zerocopy_executor[dask]")
 
@@ -14,12 +14,6 @@ from zerocopy_executor.dask import from_shared  # noqa: E402 - after the skip
 
 TIMEOUT = 60
 CHUNK = 1 << 18  # float64 elements: 2 MiB, above the default min_nbytes
-
-
-@pytest.fixture
-def executor(mp_context):
-    with zc.SharedArrayExecutor(2, mp_context=mp_context) as ex:
-        yield ex
 
 
 def test_compute_on_executor(executor):
@@ -59,7 +53,7 @@ def test_from_array_copies_a_shared_array(executor):
 def test_from_shared_writes_reach_the_array(executor):
     """A task writing into its chunk writes into the shared array itself."""
     x = zc.zeros((4, CHUNK))
-    blocks = from_shared(x, chunks=(1, CHUNK)).map_blocks(_client_tasks.add_one_in_place, dtype=x.dtype)
+    blocks = from_shared(x, chunks=(1, CHUNK)).map_blocks(_tasks.add_one_in_place, dtype=x.dtype)
     blocks.sum().compute(scheduler=executor)
     assert (x == 1).all()
 

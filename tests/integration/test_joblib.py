@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import zerocopy_executor as zc
-from tests import _client_tasks, _tasks
+from tests import _tasks
 
 joblib = pytest.importorskip(
     "joblib", reason="needs the [joblib] extra: pip install zerocopy_executor[joblib]"
@@ -49,7 +49,7 @@ def test_results_in_order(mp_context):
     """Parallel returns each call's result, in order, under every start method."""
     arrays = [np.full(BIG, float(i)) for i in range(4)]
     with parallel_config(backend="zerocopy", n_jobs=2, mp_context=mp_context):
-        out = Parallel()(delayed(_client_tasks.total)(a) for a in arrays)
+        out = Parallel()(delayed(_tasks.total_in_own_dtype)(a) for a in arrays)
     assert out == [float(i) * BIG for i in range(4)]
 
 
@@ -67,7 +67,7 @@ def test_large_arrays_travel_through_shared_memory():
     backend = zc_joblib.SharedArrayBackend()
     arrays = [np.full(BIG, float(i)) for i in range(4)]
     with parallel_config(backend=backend, n_jobs=2), Parallel() as parallel:
-        out = parallel(delayed(_client_tasks.plus_one)(a) for a in arrays)
+        out = parallel(delayed(_tasks.plus_one)(a) for a in arrays)
         stats = backend.executor.stats()
     for i, result in enumerate(out):
         np.testing.assert_array_equal(result, arrays[i] + 1)
@@ -86,7 +86,7 @@ def test_shared_arguments_travel_by_reference():
     backend = zc_joblib.SharedArrayBackend()
     marks = zc.zeros(6)
     with parallel_config(backend=backend, n_jobs=2), Parallel() as parallel:
-        parallel(delayed(_client_tasks.mark_slowly)(marks, i, 0) for i in range(6))
+        parallel(delayed(_tasks.mark_slowly)(marks, i, 0) for i in range(6))
         stats = backend.executor.stats()
     assert marks.tolist() == [1.0] * 6
     assert (stats.arrays_copied, stats.arrays_by_reference) == (0, 6)
@@ -95,8 +95,8 @@ def test_shared_arguments_travel_by_reference():
 def test_executor_reused_across_calls():
     """Successive Parallel calls run on the same warm workers."""
     with parallel_config(backend="zerocopy", n_jobs=2):
-        first = set(Parallel()(delayed(_client_tasks.pid)(i) for i in range(8)))
-        again = set(Parallel()(delayed(_client_tasks.pid)(i) for i in range(8)))
+        first = set(Parallel()(delayed(_tasks.pid)(i) for i in range(8)))
+        again = set(Parallel()(delayed(_tasks.pid)(i) for i in range(8)))
     assert os.getpid() not in first
     assert len(first | again) <= 2
 
@@ -104,7 +104,7 @@ def test_executor_reused_across_calls():
 def test_idle_executor_shuts_down():
     """Once idle for idle_worker_timeout seconds, the executor's workers exit."""
     with parallel_config(backend="zerocopy", n_jobs=2, idle_worker_timeout=0.3):
-        workers = set(Parallel()(delayed(_client_tasks.pid)(i) for i in range(4)))
+        workers = set(Parallel()(delayed(_tasks.pid)(i) for i in range(4)))
     assert workers
     assert os.getpid() not in workers
     deadline = time.monotonic() + 10
@@ -117,7 +117,7 @@ def test_worker_thread_pools_limited_as_loky():
     """Each worker gets cpu_count() // n_jobs BLAS and OpenMP threads (at least 1)."""
     expected = max(joblib.cpu_count() // 2, 1)
     with parallel_config(backend="zerocopy", n_jobs=2):
-        settings = Parallel()(delayed(_client_tasks.thread_settings)(i) for i in range(2))
+        settings = Parallel()(delayed(_tasks.thread_settings)(i) for i in range(2))
     for s in settings:
         assert set(s["env"].values()) == {str(expected)}
         assert s["num_threads"].get("blas", expected) == expected
@@ -126,7 +126,7 @@ def test_worker_thread_pools_limited_as_loky():
 def test_inner_max_num_threads():
     """parallel_config's inner_max_num_threads sets the workers' thread pools."""
     with parallel_config(backend="zerocopy", n_jobs=2, inner_max_num_threads=2):
-        settings = Parallel()(delayed(_client_tasks.thread_settings)(i) for i in range(2))
+        settings = Parallel()(delayed(_tasks.thread_settings)(i) for i in range(2))
     for s in settings:
         assert set(s["env"].values()) == {"2"}
         assert s["num_threads"].get("blas", 2) == 2
@@ -134,10 +134,8 @@ def test_inner_max_num_threads():
 
 def test_user_initializer_runs_in_workers():
     """A user initializer runs in each worker, after the thread limits."""
-    with parallel_config(
-        backend="zerocopy", n_jobs=2, initializer=_client_tasks.set_global, initargs=("ready",)
-    ):
-        out = Parallel()(delayed(_client_tasks.get_global)(i) for i in range(4))
+    with parallel_config(backend="zerocopy", n_jobs=2, initializer=_tasks.set_global, initargs=("ready",)):
+        out = Parallel()(delayed(_tasks.get_global)(i) for i in range(4))
     assert out == ["ready"] * 4
 
 
@@ -145,7 +143,7 @@ def test_user_initializer_runs_in_workers():
 def test_return_as_generator(return_as):
     """return_as="generator" yields results as they come (in order unless unordered)."""
     with parallel_config(backend="zerocopy", n_jobs=2):
-        results = Parallel(return_as=return_as)(delayed(_client_tasks.sleep_then)(0.01, i) for i in range(10))
+        results = Parallel(return_as=return_as)(delayed(_tasks.sleep_then)(0.01, i) for i in range(10))
         assert not isinstance(results, list)
         out = list(results)
     assert out == list(range(10)) if return_as == "generator" else sorted(out) == list(range(10))
@@ -154,8 +152,8 @@ def test_return_as_generator(return_as):
 def test_first_error_aborts_the_rest():
     """The first error is raised and the batches not yet started never run."""
     marks = zc.zeros(40)
-    calls = [delayed(_client_tasks.fail_if)(0, 0)]
-    calls += [delayed(_client_tasks.mark_slowly)(marks, i, 0.05) for i in range(1, 40)]
+    calls = [delayed(_tasks.fail_if)(0, 0)]
+    calls += [delayed(_tasks.mark_slowly)(marks, i, 0.05) for i in range(1, 40)]
     with (
         parallel_config(backend="zerocopy", n_jobs=2),
         pytest.raises(ValueError, match="task 0 failed on purpose"),
@@ -169,9 +167,9 @@ def test_timeout_leaves_later_calls_unblocked():
     """A call past its timeout raises TimeoutError, and the next call does not wait for it."""
     with parallel_config(backend="zerocopy", n_jobs=2):
         with pytest.raises(multiprocessing.TimeoutError):  # joblib's, as with loky
-            Parallel(timeout=0.5)(delayed(_client_tasks.sleep_then)(3, i) for i in range(2))
+            Parallel(timeout=0.5)(delayed(_tasks.sleep_then)(3, i) for i in range(2))
         start = time.monotonic()
-        assert Parallel()(delayed(_client_tasks.pid)(i) for i in range(2))
+        assert Parallel()(delayed(_tasks.pid)(i) for i in range(2))
         assert time.monotonic() - start < 2.5
 
 
@@ -181,14 +179,14 @@ def test_broken_pool_next_call_starts_afresh():
 
     with parallel_config(backend="zerocopy", n_jobs=2):
         with pytest.raises(BrokenProcessPool):
-            Parallel()(delayed(_client_tasks.exit_abruptly)(i) for i in range(2))
-        assert Parallel()(delayed(_client_tasks.total)(np.ones(3)) for _ in range(3)) == [3.0] * 3
+            Parallel()(delayed(_tasks.exit_with_status_1)(i) for i in range(2))
+        assert Parallel()(delayed(_tasks.total_in_own_dtype)(np.ones(3)) for _ in range(3)) == [3.0] * 3
 
 
 def test_n_jobs_one_runs_in_process():
     """n_jobs=1 falls back to joblib's sequential backend: no worker starts."""
     with parallel_config(backend="zerocopy", n_jobs=1):
-        assert Parallel()(delayed(_client_tasks.pid)(i) for i in range(3)) == [os.getpid()] * 3
+        assert Parallel()(delayed(_tasks.pid)(i) for i in range(3)) == [os.getpid()] * 3
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="max_tasks_per_child exists from 3.11")
@@ -277,7 +275,7 @@ def test_interpreter_exit_shuts_the_executor_down():
 def test_nested_call_in_a_daemonic_worker_runs_sequentially(mp_context):
     """A call inside a multiprocessing worker (daemonic) runs in that worker with a warning, as loky's."""
     with mp_context.Pool(2) as pool:  # a multiprocessing.Pool's workers are daemonic
-        out = pool.map_async(_client_tasks.nested_zerocopy_call, [3, 3]).get(timeout=60)
+        out = pool.map_async(_tasks.nested_zerocopy_call, [3, 3]).get(timeout=60)
     for worker, pids, warnings in out:
         assert pids == [worker] * 3
         assert any("daemonic" in w for w in warnings), warnings
@@ -285,9 +283,7 @@ def test_nested_call_in_a_daemonic_worker_runs_sequentially(mp_context):
 
 def test_nested_call_below_threads_runs_sequentially():
     """A call nested in a threading-backend task runs in that thread with a warning, as loky's."""
-    out = Parallel(n_jobs=2, backend="threading")(
-        delayed(_client_tasks.nested_zerocopy_call)(3) for _ in range(2)
-    )
+    out = Parallel(n_jobs=2, backend="threading")(delayed(_tasks.nested_zerocopy_call)(3) for _ in range(2))
     for worker, pids, warnings in out:
         assert pids == [worker] * 3
         assert any("nested below threads" in w for w in warnings), warnings
@@ -297,7 +293,7 @@ def run_call_in_child(mp_context) -> tuple[list[float], int | None]:
     """Run one call in a child process; return its results and exit code (None: still running)."""
     results = mp_context.Queue()
     child = mp_context.Process(
-        target=_client_tasks.zerocopy_call_in_child, args=(mp_context.get_start_method(), results)
+        target=_tasks.zerocopy_call_in_child, args=(mp_context.get_start_method(), results)
     )
     child.start()
     try:
@@ -323,7 +319,7 @@ def test_forked_child_gets_its_own_executor():
     """A child forked after the parent's call starts its own executor, not the parent's copy."""
     fork = multiprocessing.get_context("fork")
     with parallel_config(backend="zerocopy", n_jobs=2, mp_context=fork):
-        assert Parallel()(delayed(_client_tasks.pid)(i) for i in range(4))
+        assert Parallel()(delayed(_tasks.pid)(i) for i in range(4))
     out, exitcode = run_call_in_child(fork)
     assert out == [float(i) * (1 << 18) for i in range(4)]
     assert exitcode == 0
@@ -332,7 +328,7 @@ def test_forked_child_gets_its_own_executor():
 def test_nested_loky_workers_stop_with_ours(mp_context):
     """Workers that ran a nested loky call stop its workers when they exit, as loky's workers do."""
     with parallel_config(backend="zerocopy", n_jobs=2, mp_context=mp_context):
-        out = Parallel()(delayed(_client_tasks.nested_loky_call)(2) for _ in range(2))
+        out = Parallel()(delayed(_tasks.nested_loky_call)(2) for _ in range(2))
     assert all(len(pids) == 2 for pids in out)
     start = time.monotonic()
     zc_joblib.shutdown()  # else multiprocessing waits for loky's idle timeout (300 s) in each worker
@@ -354,7 +350,7 @@ def backend_and_executor(mp_context):
     """A backend instance on mp_context, and the reused executor its calls run on."""
     backend = zc_joblib.SharedArrayBackend(mp_context=mp_context)
     with parallel_config(backend=backend, n_jobs=2), Parallel() as parallel:
-        parallel(delayed(_client_tasks.pid)(i) for i in range(2))  # the workers start
+        parallel(delayed(_tasks.pid)(i) for i in range(2))  # the workers start
         executor = backend.executor
     return backend, executor
 
@@ -363,12 +359,10 @@ def test_array_handed_to_many_tasks_is_shared_once_read_only(backend_and_executo
     """One array given to 4 tasks of a call is copied once; each task reads that copy read-only, as loky's."""
     backend, executor = backend_and_executor
     a = np.arange(BIG, dtype=float)
-    out, added, _ = run_and_count(
-        backend, executor, [delayed(_client_tasks.seen_in_worker)(a) for _ in range(4)]
-    )
+    out, added, _ = run_and_count(backend, executor, [delayed(_tasks.seen_in_worker)(a) for _ in range(4)])
     assert out == [(True, False, float(a.sum()))] * 4
     assert added == {"arrays_copied": 1, "arrays_by_reference": 4}
-    errors, _, _ = run_and_count(backend, executor, [delayed(_client_tasks.write_into)(a) for _ in range(4)])
+    errors, _, _ = run_and_count(backend, executor, [delayed(_tasks.write_into)(a) for _ in range(4)])
     assert errors == ["assignment destination is read-only"] * 4  # loky's words: numpy's
     assert a.flags.writeable
     assert a[0] == 0.0
@@ -381,7 +375,7 @@ def test_call_copies_are_released_when_the_call_ends(backend_and_executor):
     for i in range(4):
         a = np.full(BIG, float(i))
         out, added, live_segments = run_and_count(
-            backend, executor, [delayed(_client_tasks.total)(a) for _ in range(4)]
+            backend, executor, [delayed(_tasks.total_in_own_dtype)(a) for _ in range(4)]
         )
         assert out == [float(i) * BIG] * 4
         assert added == {"arrays_copied": 1, "arrays_by_reference": 4}
@@ -393,10 +387,10 @@ def test_result_aliasing_a_call_copy_outlives_the_call(backend_and_executor):
     """A task returning its shared argument returns it read-only (as loky's); later calls leave it intact."""
     backend, executor = backend_and_executor
     a = np.full(BIG, 1.0)
-    out, _, _ = run_and_count(backend, executor, [delayed(_client_tasks.identity)(a) for _ in range(2)])
+    out, _, _ = run_and_count(backend, executor, [delayed(_tasks.identity)(a) for _ in range(2)])
     for _ in range(3):  # more calls with arrays of the same size: the pool's segments are reused
         b = np.full(BIG, 7.0)
-        run_and_count(backend, executor, [delayed(_client_tasks.total)(b) for _ in range(2)])
+        run_and_count(backend, executor, [delayed(_tasks.total_in_own_dtype)(b) for _ in range(2)])
     for result in out:
         assert not result.flags.writeable
         np.testing.assert_array_equal(result, a)
@@ -407,9 +401,7 @@ def test_arrays_in_lists_are_shared_too(backend_and_executor):
     backend, executor = backend_and_executor
     a = np.arange(BIG, dtype=float)
     pair = [a, a]
-    out, added, _ = run_and_count(
-        backend, executor, [delayed(_client_tasks.seen_in_list)(pair) for _ in range(4)]
-    )
+    out, added, _ = run_and_count(backend, executor, [delayed(_tasks.seen_in_list)(pair) for _ in range(4)])
     assert out == [(True, True, False, float(a.sum()))] * 4
     assert added["arrays_copied"] == 1
 
@@ -418,7 +410,7 @@ def test_mmap_mode_r_plus_shares_a_writable_copy(backend_and_executor):
     """With mmap_mode="r+" tasks may write into the call's one copy; the caller's array never changes."""
     backend, executor = backend_and_executor
     a = np.zeros(BIG)
-    calls = [delayed(_client_tasks.write_into)(a) for _ in range(4)]
+    calls = [delayed(_tasks.write_into)(a) for _ in range(4)]
     out, added, _ = run_and_count(backend, executor, calls, mmap_mode="r+")
     assert out == [""] * 4
     assert added == {"arrays_copied": 1, "arrays_by_reference": 4}
@@ -430,7 +422,7 @@ def test_private_copies_when_joblib_asks_for_them(backend_and_executor, config):
     """mmap_mode="c", max_nbytes=None, or an array within max_nbytes: each task gets its own writable copy."""
     backend, executor = backend_and_executor
     a = np.zeros(BIG)  # 2 MiB
-    calls = [delayed(_client_tasks.write_into)(a) for _ in range(4)]
+    calls = [delayed(_tasks.write_into)(a) for _ in range(4)]
     out, added, _ = run_and_count(backend, executor, calls, **config)
     assert out == [""] * 4
     assert added == {"arrays_copied": 4, "arrays_by_reference": 0}

@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent(
         return SETTING
 
     def read_setting_if_word(word):
-        # A set literal is a frozenset constant, ordered by the hash seed (DESIGN.md fact 15).
+        # A set literal is a frozenset constant, ordered by the hash seed.
         return SETTING if word in {{"alpha", "beta", "gamma", "delta", "epsilon", "zeta"}} else None
 
     def scaled(a, factor):

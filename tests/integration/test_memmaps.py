@@ -19,12 +19,6 @@ N = 1 << 18  # float64 elements: 2 MiB, above min_nbytes
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def executor(mp_context):
-    with zc.SharedArrayExecutor(2, mp_context=mp_context) as ex:
-        yield ex
-
-
 def make_file(path: Path, n: int = N, offset: int = 0) -> np.memmap:
     mapped = np.memmap(path, dtype=np.float64, mode="w+", shape=(n,), offset=offset)
     mapped[:] = np.arange(n, dtype=np.float64)

@@ -5,19 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import zerocopy_executor as zc
-from tests import _client_tasks
+from tests import _tasks
 
 pd = pytest.importorskip("pandas", reason="needs pandas: pip install zerocopy_executor[integrations]")
 
 TIMEOUT = 60
 ROWS = 1 << 18  # a float64 column of 2 MiB, above the default min_nbytes
-
-
-@pytest.fixture
-def executor(mp_context):
-    with zc.SharedArrayExecutor(2, mp_context=mp_context) as ex:
-        yield ex
 
 
 def frame() -> pd.DataFrame:
@@ -28,7 +21,7 @@ def frame() -> pd.DataFrame:
 def test_dataframe_of_numpy_columns_goes_through_shared_memory(executor):
     """A DataFrame of NumPy columns is echoed back equal, its columns copied into shared memory."""
     df = frame()
-    back = executor.submit(_client_tasks.identity, df).result(TIMEOUT)
+    back = executor.submit(_tasks.identity, df).result(TIMEOUT)
     pd.testing.assert_frame_equal(back, df)
     stats = executor.stats()
     assert stats.arrays_copied >= 2  # out and back; pandas may block columns together
@@ -39,7 +32,7 @@ def test_arrow_table_round_trips(executor):
     """A pyarrow Table is echoed back equal (its buffers' path is the core's business)."""
     pa = pytest.importorskip("pyarrow", reason="needs pyarrow: pip install zerocopy_executor[integrations]")
     table = pa.Table.from_pandas(frame(), preserve_index=False)
-    back = executor.submit(_client_tasks.identity, table).result(TIMEOUT)
+    back = executor.submit(_tasks.identity, table).result(TIMEOUT)
     assert back.equals(table)
 
 
@@ -48,5 +41,5 @@ def test_arrow_backed_dataframe_round_trips(executor):
     pytest.importorskip("pyarrow", reason="needs pyarrow: pip install zerocopy_executor[integrations]")
     df = frame().astype({"a": "float64[pyarrow]"})
     df["s"] = pd.array([f"row {i}" for i in range(ROWS)], dtype="string[pyarrow]")
-    back = executor.submit(_client_tasks.identity, df).result(TIMEOUT)
+    back = executor.submit(_tasks.identity, df).result(TIMEOUT)
     pd.testing.assert_frame_equal(back, df)

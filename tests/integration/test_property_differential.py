@@ -59,8 +59,8 @@ def run_machine(start_method, profile, tmp_path, seconds):
     assert_imported_checkout(probe)
 
 
-# Not in the default run yet: on this commit it still finds differences (a run ended with
-# the resource tracker reporting leaked segments); run it with -m stress until it is green.
+# Not in the default run: it still finds differences (a run can end with the resource
+# tracker reporting leaked segments); run it with -m stress, and move it back once green.
 @pytest.mark.stress
 @pytest.mark.timeout(CI_SECONDS + 60)
 @pytest.mark.parametrize("start_method", [m for m in ("fork", "forkserver") if m in START_METHODS])

@@ -1,4 +1,10 @@
-"""Recycling warm segments never lets one task see another's data (DESIGN.md traps)."""
+"""Recycling warm segments never lets one task see another's data.
+
+The traps, one test each or more: a result that views its argument keeps that segment
+out of the pool; a worker that keeps its argument forbids reusing it; a failed task's
+segments are released, not recycled; a lent segment belongs to one result; names are
+never reused; the pool is capped, trimmed when idle and emptied at shutdown.
+"""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import zerocopy_executor as zc
-from tests import _client_tasks
+from tests import _tasks
 
 BIG = 1 << 18  # float64 elements: 2 MiB, above the default min_nbytes
 
@@ -37,10 +37,10 @@ def test_differential_evolution_workers(mp_context):
     )
     seed = "rng" if "rng" in inspect.signature(optimize.differential_evolution).parameters else "seed"
     kwargs = {"bounds": [(-5, 5), (-5, 5)], "args": (data,), "maxiter": 5, "popsize": 5, seed: 1}
-    serial = optimize.differential_evolution(_client_tasks.sphere, updating="deferred", **kwargs)
+    serial = optimize.differential_evolution(_tasks.sphere, updating="deferred", **kwargs)
     with zc.SharedArrayExecutor(2, mp_context=mp_context) as executor:
         result = optimize.differential_evolution(
-            _client_tasks.sphere, updating="deferred", workers=executor.map, **kwargs
+            _tasks.sphere, updating="deferred", workers=executor.map, **kwargs
         )
         stats = executor.stats()
     np.testing.assert_allclose(result.x, serial.x)
@@ -55,8 +55,8 @@ def test_brute_workers(executor):
         "scipy.optimize", reason="needs scipy: pip install zerocopy_executor[integrations]"
     )
     ranges = (slice(2, 4, 0.5), slice(0, 2, 0.5))
-    serial = optimize.brute(_client_tasks.sphere, ranges, args=(data,), finish=None)
-    result = optimize.brute(_client_tasks.sphere, ranges, args=(data,), finish=None, workers=executor.map)
+    serial = optimize.brute(_tasks.sphere, ranges, args=(data,), finish=None)
+    result = optimize.brute(_tasks.sphere, ranges, args=(data,), finish=None, workers=executor.map)
     np.testing.assert_allclose(result, serial)
     assert executor.stats().arrays_by_reference > 0
 
@@ -74,9 +74,9 @@ def test_minimize_lbfgsb_workers(executor):
     if "workers" not in inspect.signature(_lbfgsb_py._minimize_lbfgsb).parameters:
         pytest.skip("this scipy's L-BFGS-B takes no workers= (added in a later release)")
     x0 = np.array([0.0, 0.0])
-    serial = optimize.minimize(_client_tasks.sphere, x0, args=(data,), method="L-BFGS-B")
+    serial = optimize.minimize(_tasks.sphere, x0, args=(data,), method="L-BFGS-B")
     result = optimize.minimize(
-        _client_tasks.sphere, x0, args=(data,), method="L-BFGS-B", options={"workers": executor.map}
+        _tasks.sphere, x0, args=(data,), method="L-BFGS-B", options={"workers": executor.map}
     )
     np.testing.assert_allclose(result.x, serial.x, rtol=1e-6)
     assert executor.stats().arrays_by_reference > 0
@@ -88,7 +88,7 @@ def test_quad_vec_workers(executor):
         "scipy.integrate", reason="needs scipy: pip install zerocopy_executor[integrations]"
     )
     coefficients = np.array([2.0, 3.0])
-    f = functools.partial(_client_tasks.bump, data=coefficients)
+    f = functools.partial(_tasks.bump, data=coefficients)
     result, _ = integrate.quad_vec(f, 0, 1, workers=executor.map)
     np.testing.assert_allclose(result, [1.0, 1.0])
 
@@ -101,9 +101,7 @@ def test_emcee_pool(executor):
     start = np.random.default_rng(2).normal(size=(nwalkers, ndim))
 
     def run(pool):
-        sampler = emcee.EnsembleSampler(
-            nwalkers, ndim, _client_tasks.log_prob_gaussian, args=(data,), pool=pool
-        )
+        sampler = emcee.EnsembleSampler(nwalkers, ndim, _tasks.log_prob_gaussian, args=(data,), pool=pool)
         sampler.random_state = np.random.RandomState(3).get_state()
         sampler.run_mcmc(start, steps)
         return sampler.get_chain()

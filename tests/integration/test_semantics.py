@@ -1,4 +1,4 @@
-"""The semantics DESIGN.md promises, each under every start method."""
+"""The semantics the README promises ("Semantics"), each under every start method."""
 
 from __future__ import annotations
 
@@ -17,12 +17,6 @@ from tests.conftest import our_processes
 
 TIMEOUT = 60
 BIG = 1 << 18  # float64 elements: 2 MiB, above the default min_nbytes
-
-
-@pytest.fixture
-def executor(mp_context):
-    with zc.SharedArrayExecutor(2, mp_context=mp_context) as ex:
-        yield ex
 
 
 @dataclasses.dataclass

@@ -4,7 +4,7 @@ An array over a ``multiprocessing.shared_memory.SharedMemory`` block (or a
 ``SharedMemoryManager``'s) travels as the block's name, offset and layout: the worker
 sees the parent's memory, and the block stays the user's (never closed, unlinked or
 registered with the resource tracker by us). What happens when a worker dies, or the
-script ends, is checked in subprocesses (tests/_fault_scripts.py).
+script ends, is checked in subprocesses (tests/_fault_scripts/user_blocks.py).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from tests import _sweep_scripts
 from tests._checkout import run_checkout_script
 from zerocopy_executor import _namespace, _segments, _sweep
 
-FORK = multiprocessing.get_context("fork")  # shares this process's resource tracker (fact 3)
+FORK = multiprocessing.get_context("fork")  # shares this process's resource tracker
 
 
 def _exists(name: str) -> bool:

@@ -12,7 +12,7 @@ from tests._checkout import ROOT, assert_imported_checkout, checkout_env
 SHORT_SECONDS = 40
 LONG_SECONDS = 300
 # What the resource tracker prints about segments or semaphores it had to clean up or
-# could not find (DESIGN.md facts 2 and 3), and what a crash or a leak warning prints.
+# could not find (registered twice, or left behind by an orphan), and what a crash or a leak warning prints.
 NOISE = ("resource_tracker", "leaked", "KeyError", "Traceback")
 
 

@@ -1,10 +1,11 @@
-"""Module-level callables that the integrations' tests send to workers (joblib, dask, scipy, emcee).
+"""What the integrations' tests send to workers (joblib, dask, scipy, emcee, pandas).
 
-Kept apart from _tasks.py because some of them import the optional libraries.
+Functions that need an optional library import it when called.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from typing import Any
@@ -12,33 +13,12 @@ from typing import Any
 import numpy as np
 
 import zerocopy_executor as zc
-
-VALUE_FROM_INITIALIZER: Any = None
-
-
-def set_global(value: Any) -> None:
-    global VALUE_FROM_INITIALIZER  # noqa: PLW0603
-    VALUE_FROM_INITIALIZER = value
+from tests._tasks.calls import pid
 
 
-def get_global(_: Any = None) -> Any:
-    return VALUE_FROM_INITIALIZER
-
-
-def pid(_: Any = None) -> int:
-    return os.getpid()
-
-
-def total(a: np.ndarray) -> float:
+def total_in_own_dtype(a: np.ndarray) -> float:
+    """The sum in the array's own dtype (``total`` sums in float64)."""
     return float(a.sum())
-
-
-def plus_one(a: np.ndarray) -> np.ndarray:
-    return a + 1
-
-
-def is_shared_in_worker(a: np.ndarray) -> bool:
-    return zc.is_shared(a)
 
 
 def mark_slowly(marks: np.ndarray, i: int, seconds: float) -> int:
@@ -60,7 +40,8 @@ def sleep_then(seconds: float, value: Any) -> Any:
     return value
 
 
-def exit_abruptly(_: Any = None) -> None:
+def exit_with_status_1(_: Any = None) -> None:
+    """End the worker at once with status 1 (``exit_abruptly`` uses 3)."""
     os._exit(1)
 
 
@@ -96,10 +77,6 @@ def bump(x: float, data: np.ndarray) -> np.ndarray:
     return np.array([x * data[0], x * x * data[1]])
 
 
-def identity(x: Any) -> Any:
-    return x
-
-
 def nested_zerocopy_call(n: int) -> tuple[int, list[int], list[str]]:
     """In a worker: a Parallel call on the "zerocopy" backend; its pids and the warnings it gave."""
     import warnings
@@ -124,7 +101,6 @@ def nested_loky_call(n: int) -> list[int]:
 
 def zerocopy_call_in_child(start_method: str, results: Any) -> None:
     """A child process's target: one Parallel call on the "zerocopy" backend, its result put on a queue."""
-    import multiprocessing
 
     from joblib import Parallel, delayed, parallel_config
 
@@ -133,7 +109,7 @@ def zerocopy_call_in_child(start_method: str, results: Any) -> None:
     zc_joblib.register()
     context = multiprocessing.get_context(start_method)
     with parallel_config(backend="zerocopy", n_jobs=2, mp_context=context):
-        results.put(Parallel()(delayed(total)(np.full(1 << 18, float(i))) for i in range(4)))
+        results.put(Parallel()(delayed(total_in_own_dtype)(np.full(1 << 18, float(i))) for i in range(4)))
 
 
 def write_into(a: np.ndarray) -> str:
