@@ -17,8 +17,13 @@ what shared memory must show, explicitly, citing the README (``worker_wrote``,
   visible to the parent" (Semantics);
 - "A worker returning a view of a shared input returns that very memory" (Semantics);
 - "A worker's large result comes back by reference, uncopied, when it was made in
-  shared memory: with zc.empty(...)" (Semantics): a worker's shared array and the
-  views of it that it returns, or keeps and returns again, are one memory;
+  shared memory: with zc.empty(...)" (Semantics): a worker's shared array comes back
+  shared, while "an array and views of it returned together ... arrive as separate
+  arrays" (Semantics), as pickling gives them; and "an array the worker keeps past the
+  call (a cache in a global, a stashed argument) comes back as a copy of its values at
+  return, whichever task returns it" (Semantics), so what a worker keeps is never the
+  caller's result; a shared argument it keeps is the caller's memory, so the worker's
+  writes to it reach the caller, and a later task returns a copy of its values then;
 - "the array's memory lies in a shared segment (zc.empty, ..., or an array received
   from a worker) ... by reference" (the table of paths): a result that arrives in
   shared memory is itself a shared array;
@@ -75,6 +80,7 @@ from tests.property.model import (
     Pair,
     PerSide,
     Source,
+    copy_with_values,
     describe_array,
     dtypes_match,
     in_sae_only,
@@ -102,9 +108,8 @@ class DifferentialMachine(RuleBasedStateMachine):
         self.live: list[Pair] = []
         self.created: list[Pair] = []
         self.count = 0
-        # Worker slots that hold shared memory (a shared argument kept, or a shared array the
-        # worker made and returned): SAE's worker holds the caller's very memory, so the
-        # model keeps the PPE side's array it must equal.
+        # Worker slots that hold a shared argument the worker kept: SAE's worker holds the
+        # caller's very memory, so the model keeps the PPE side's array it must equal.
         self.by_reference: dict[str, np.ndarray] = {}
         self.segments_before = shm_names()
 
@@ -426,12 +431,12 @@ class DifferentialMachine(RuleBasedStateMachine):
         if action in ("keep_new", "keep_new_shared"):
             shared = action == "keep_new_shared"
             made = self.call(
-                _tasks.keep_fresh, (x, slot, in_sae_only(shared)), [Source(fresh=0, fresh_shared=shared)]
+                _tasks.keep_fresh,
+                (x, slot, in_sae_only(shared)),
+                [Source(fresh=0, fresh_shared=shared, kept=True)],
             )
-            if made is not None and shared:
-                self.by_reference[slot] = made[0].ppe  # what the caller holds is what the worker keeps
-            elif made is not None:
-                self.by_reference.pop(slot, None)
+            if made is not None:
+                self.by_reference.pop(slot, None)  # the worker keeps an array of its own
             return multiple(*made or [])
         if action == "fetch":
             return self.produce(_tasks.fetch_from, (slot,), [Source(slot=slot)])
@@ -592,12 +597,22 @@ class DifferentialMachine(RuleBasedStateMachine):
         if source.arg is not None and source.arg.shared:
             # "A worker returning a view of a shared input returns that very memory."
             model = view_chain(source.arg.ppe, source.views)
+        elif source.kept:
+            # "an array the worker keeps past the call ... comes back as a copy of its
+            # values at return, whichever task returns it" (README, Semantics).
+            return own, None
         elif source.fresh is not None and source.fresh_shared:
             # "A worker's large result comes back by reference, uncopied, when it was made
-            # in shared memory": one memory, whatever views of it the result holds.
-            model = view_chain(ppe_arrays[source.fresh], source.views) if index != source.fresh else own
+            # in shared memory" (the array itself, however often the result holds it); but
+            # "an array and views of it returned together ... arrive as separate arrays"
+            # (README, Semantics): a view of it is a copy, shared or not as its size says.
+            if index != source.fresh and source.views != ("same",):
+                return own, None
+            model = own
         elif source.slot is not None and source.slot in self.by_reference:
-            model = self.by_reference[source.slot].view()  # the worker kept shared memory
+            # The worker kept the caller's shared memory: it returns a copy of its values
+            # now (README, Semantics), laid out and flagged as pickling gives it.
+            return copy_with_values(own, self.by_reference[source.slot]), None
         else:
             return own, None
         return model, True

@@ -106,9 +106,8 @@ class PerSide(NamedTuple):
 def in_sae_only(shared: bool) -> PerSide:
     """Whether a worker makes its new array with zerocopy_executor: in SharedArrayExecutor's only.
 
-    In ProcessPoolExecutor's worker it makes a NumPy array: a shared one would come back
-    as a plain copy all the same, but one kept in a global would outlive the worker,
-    which exits without collecting it, until the resource tracker exits (with a warning).
+    In ProcessPoolExecutor's worker it makes a NumPy array, the reference a plain
+    program gives (a shared one would come back as a plain copy all the same).
     """
     return PerSide(shared, False)
 
@@ -119,7 +118,8 @@ class Source:
 
     Either views (names applied in order) of an argument, or of the new array a worker
     made (fresh: the index of that array, itself, among the result's arrays; shared: made
-    with zerocopy_executor), or what a worker keeps under a slot.
+    with zerocopy_executor), or what a worker keeps under a slot; kept: the worker keeps
+    the array it returns past the call.
     """
 
     arg: Pair | None = None
@@ -127,6 +127,7 @@ class Source:
     fresh: int | None = None
     fresh_shared: bool = False
     slot: str | None = None
+    kept: bool = False  # the worker keeps it past the call: it comes back as a copy
 
 
 def dtypes_match(sae: np.dtype[Any], ppe: np.dtype[Any]) -> bool:
@@ -210,6 +211,14 @@ def shm_names() -> set[str]:
         return {name for name in os.listdir(SHM) if name.startswith("zc_")}
     except FileNotFoundError:
         return set()
+
+
+def copy_with_values(like: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """A new array with like's dtype, layout and writeable flag, holding source's values."""
+    out = like.copy(order="K")
+    out[...] = source
+    out.flags.writeable = bool(like.flags.writeable)
+    return out
 
 
 def view_chain(a: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
