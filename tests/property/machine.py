@@ -105,6 +105,7 @@ class DifferentialMachine(RuleBasedStateMachine):
         self.sae: zc.SharedArrayExecutor | None = None
         self.ppe: ProcessPoolExecutor | None = None
         self.workers = 1
+        self.one_task_at_a_time = False
         self.live: list[Pair] = []
         self.created: list[Pair] = []
         self.count = 0
@@ -125,6 +126,13 @@ class DifferentialMachine(RuleBasedStateMachine):
         context = multiprocessing.get_context(CONFIG.start_method)
         if CONFIG.start_method == "fork" or sys.version_info < (3, 11):
             tasks_per_child = None  # not with fork; new in 3.11
+        # A limit above 1 hangs ProcessPoolExecutor itself (and so its subclass) once tasks
+        # have queued up behind a worker: it counts their completions as idle workers and
+        # does not replace the next worker that reaches its limit (gh-115634, fixed where
+        # _replace_dead_worker exists). Without the fix, each task goes alone.
+        self.one_task_at_a_time = tasks_per_child is not None and not hasattr(
+            ProcessPoolExecutor, "_replace_dead_worker"
+        )
         extra = {} if tasks_per_child is None else {"max_tasks_per_child": tasks_per_child}
         self.workers = workers
         self.sae = zc.SharedArrayExecutor(workers, mp_context=context, min_nbytes=min_nbytes, **extra)
@@ -133,8 +141,12 @@ class DifferentialMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         failing = sys_exc_pending()
         for executor in (self.sae, self.ppe):
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
+            if executor is None:
+                continue
+            if failing:  # a task may hang (the failure): stop the workers, so that shutdown returns
+                for process in list((executor._processes or {}).values()):
+                    process.kill()
+            executor.shutdown(wait=True, cancel_futures=True)
         for pair in self.created:  # the bundles hold them too
             pair.sae = pair.ppe = None
         self.live.clear()
@@ -361,6 +373,8 @@ class DifferentialMachine(RuleBasedStateMachine):
     )
     def map_over(self, xs: list[Pair], task: str, names: tuple[str, ...], salt: int, chunksize: int) -> Any:
         """executor.map of one task over a few arrays."""
+        if self.one_task_at_a_time:
+            xs = xs[:1]
         plans: dict[str, tuple[Any, Any]] = {
             "identity": (_tasks.identity, lambda x: [Source(arg=x)]),
             "doubled": (_tasks.twice, lambda x: None),
@@ -381,10 +395,14 @@ class DifferentialMachine(RuleBasedStateMachine):
             task = "identity"
         fn, sources_of = plans[task]
         sae = outcome_of(
-            lambda: list(self.executor("sae").map(fn, *[[x.sae for x in xs]], chunksize=chunksize))
+            lambda: list(
+                self.executor("sae").map(fn, *[[x.sae for x in xs]], chunksize=chunksize, timeout=TIMEOUT)
+            )
         )
         ppe = outcome_of(
-            lambda: list(self.executor("ppe").map(fn, *[[x.ppe for x in xs]], chunksize=chunksize))
+            lambda: list(
+                self.executor("ppe").map(fn, *[[x.ppe for x in xs]], chunksize=chunksize, timeout=TIMEOUT)
+            )
         )
         if sae.error is not None or ppe.error is not None:
             self.same_error(sae, ppe)

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import types
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -175,8 +176,11 @@ class Outcome:
 
 
 def outcome_of(call: Any) -> Outcome:
+    """What call returned or raised; no result in time fails the example (two hangs are no agreement)."""
     try:
         return Outcome(value=call())
+    except FutureTimeoutError as exc:
+        raise AssertionError(f"no result within {TIMEOUT} s: {exc!r}") from exc
     except Exception as exc:  # compared between the executors
         return Outcome(error=exc)
 
