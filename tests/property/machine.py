@@ -41,6 +41,7 @@ Run through ``tests/property/main.py``, whose ``__main__`` classes and functions
 
 from __future__ import annotations
 
+import concurrent.futures.process
 import functools
 import gc
 import multiprocessing
@@ -95,6 +96,12 @@ from tests.property.model import (
 )
 
 
+def replaces_dead_workers() -> bool:
+    """Whether ProcessPoolExecutor has the fix for gh-115634 (on the executor in 3.13, its thread later)."""
+    holders = (ProcessPoolExecutor, concurrent.futures.process._ExecutorManagerThread)
+    return any(hasattr(holder, "_replace_dead_worker") for holder in holders)
+
+
 class DifferentialMachine(RuleBasedStateMachine):
     """SharedArrayExecutor against ProcessPoolExecutor, one random sequence of operations per example."""
 
@@ -130,9 +137,7 @@ class DifferentialMachine(RuleBasedStateMachine):
         # have queued up behind a worker: it counts their completions as idle workers and
         # does not replace the next worker that reaches its limit (gh-115634, fixed where
         # _replace_dead_worker exists). Without the fix, each task goes alone.
-        self.one_task_at_a_time = tasks_per_child is not None and not hasattr(
-            ProcessPoolExecutor, "_replace_dead_worker"
-        )
+        self.one_task_at_a_time = tasks_per_child is not None and not replaces_dead_workers()
         extra = {} if tasks_per_child is None else {"max_tasks_per_child": tasks_per_child}
         self.workers = workers
         self.sae = zc.SharedArrayExecutor(workers, mp_context=context, min_nbytes=min_nbytes, **extra)
