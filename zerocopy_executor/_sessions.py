@@ -349,7 +349,19 @@ def _exact_reduction(array: NDArray[Any]) -> tuple[Any, ...] | None:
 
 
 def arrives_writeable(array: NDArray[Any]) -> bool:
-    """Whether ProcessPoolExecutor would hand the receiver a copy of array that is writable."""
+    """Whether ProcessPoolExecutor would hand the receiver a copy of array that is writable.
+
+    NumPy keeps a read-only array read-only only where it pickles it as a buffer: a
+    contiguous one, without objects, with items of some size, that exports a buffer
+    (datetime64 and timedelta64 ones do not). Any other it pickles as a writable copy.
+    """
     if array.flags.writeable or not READ_ONLY_STAYS_READ_ONLY:
         return True
-    return not (array.flags.c_contiguous or array.flags.f_contiguous)  # NumPy copies those
+    contiguous = array.flags.c_contiguous or array.flags.f_contiguous
+    if not contiguous or array.dtype.hasobject or array.dtype.itemsize == 0:
+        return True
+    try:
+        array.data.release()  # the buffer NumPy would pickle
+    except (BufferError, TypeError, ValueError):
+        return True
+    return False
