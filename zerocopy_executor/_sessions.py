@@ -337,13 +337,14 @@ def _exact_reduction(array: NDArray[Any]) -> tuple[Any, ...] | None:
     - NumPy pickles a non-contiguous array through a copy in *native* byte order, so a
       strided ``>i4`` array would come back as ``<i4`` (same values, other dtype).
 
-    In both cases we pickle a writable copy in the array's own dtype and layout; it
-    costs little, these arrays are small and NumPy copies non-contiguous ones anyway.
+    In both cases we pickle a writable copy in the array's own dtype, laid out as
+    pickling lays it out (C order unless Fortran-contiguous); it costs little, these
+    arrays are small and NumPy copies non-contiguous ones anyway.
     """
     contiguous = array.flags.c_contiguous or array.flags.f_contiguous
     if (array.flags.writeable or READ_ONLY_STAYS_READ_ONLY) and (contiguous or array.dtype.isnative):
         return None
-    copy = np.array(array, copy=True, order="K")
+    copy = np.array(array, copy=True, order=_arrayref.layout_order(array))
     reduced: tuple[Any, ...] = copy.__reduce_ex__(PROTOCOL)  # type: ignore[assignment]
     return reduced
 

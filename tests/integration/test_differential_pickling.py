@@ -89,6 +89,18 @@ def test_read_only_datetime_arrays_arrive_as_they_do_in_process_pool_executor(dt
     assert array_flags_outcome(SAE, dtype) == array_flags_outcome(PPE, dtype)
 
 
+def test_small_strided_byte_swapped_view_arrives_laid_out_as_with_process_pool_executor():
+    """A worker's small strided view of a Fortran-ordered byte-swapped array arrives in PPE's layout."""
+    array = np.asfortranarray(np.arange(21, dtype=">i4").reshape(3, 7))
+    layouts = {}
+    for cls in EXECUTORS:
+        with cls(1, mp_context=FORK) as executor:
+            (view,) = executor.submit(_tasks.views_of, array, ("step",)).result(timeout=TIMEOUT)
+        np.testing.assert_array_equal(view, array[:, ::2])
+        layouts[cls] = (view.flags.c_contiguous, view.flags.f_contiguous, view.strides)
+    assert layouts[SAE] == layouts[PPE]
+
+
 def test_read_only_view_of_a_shared_array_arrives_read_only_on_every_python():
     """Intended difference before 3.14: a read-only shared argument is the same memory, still read-only."""
     shared = zc.zeros(BIG)

@@ -268,3 +268,17 @@ def test_read_only_copy_is_writable_exactly_where_protocol_5_pickling_makes_it(m
     array.flags.writeable = False
     pickled = pickle.loads(pickle.dumps(array, protocol=5))
     assert _sessions.arrives_writeable(array) == pickled.flags.writeable
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_small_strided_byte_swapped_array_arrives_in_the_layout_pickling_gives(order):
+    """A small strided byte-swapped array keeps its dtype and arrives in the layout pickling gives it."""
+    array = np.arange(21, dtype=">i4").reshape(3, 7).copy(order=order)[:, ::2]
+    (got,) = _codec.decode(_codec.encode_call((array,), session()))
+    pickled = pickle.loads(pickle.dumps(array))
+    np.testing.assert_array_equal(got, array)
+    assert got.dtype == array.dtype  # the README's difference: pickling returns native byte order
+    assert (got.flags.c_contiguous, got.flags.f_contiguous) == (
+        pickled.flags.c_contiguous,
+        pickled.flags.f_contiguous,
+    )
