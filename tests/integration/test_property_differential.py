@@ -10,12 +10,11 @@ It runs as a script in a subprocess (tests/property/main.py), so that the classe
 functions the ``main`` rules send are a script's ``__main__`` ones, as users' are: the
 same in the workers under every start method.
 
-The default run is bounded and reproducible: under fork and forkserver, a fixed seed,
-so every run (and CI) tries the same examples, as many as fit about a minute on a busy
-2-core machine, and no shrinking, so that a failure costs no more time than a pass. It
-prints the failing steps and the command that replays them, shrinking. Spawn starts
-each worker as a new interpreter, seconds per example: ``pytest -m stress`` runs the
-long profile, with a new random seed each time, under all three start methods.
+The default run is bounded and reproducible: under each start method, a fixed seed, so
+every run (and CI) tries the same examples, as many as fit well within a minute on a
+busy 2-core machine, and no shrinking, so that a failure costs no more time than a pass.
+It prints the failing steps and the command that replays them, shrinking. ``pytest -m
+stress`` runs the long profile, with a new random seed each time, to look for more.
 """
 
 from __future__ import annotations
@@ -32,10 +31,10 @@ CI_SECONDS = 300  # the bounded runs take 10 to 60 s; a hung task fails its exam
 STRESS_SECONDS = 3600
 # Any fixed seed would do: fixed, a red run is red again for whoever replays it.
 CI_SEED = 20261206
-# Examples per start method in the default run, each about 40 s at most on a busy 2-core
-# machine: a forkserver example costs several fork ones (each worker is a new process of
-# the fork server's, and more so with max_tasks_per_child, which fork cannot use).
-CI_EXAMPLES = {"fork": 100, "forkserver": 25}
+# Examples per start method in the default run, each under a minute on a busy 2-core
+# machine: a forkserver or spawn example costs several fork ones (each worker is a new
+# process, and more so with max_tasks_per_child, which fork cannot use).
+CI_EXAMPLES = {"fork": 100, "forkserver": 25, "spawn": 20}
 # What a worker or the resource tracker prints about a leak or a crash.
 NOISE = ("resource_tracker", "leaked", "Warning", "Traceback")
 
