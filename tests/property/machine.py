@@ -89,6 +89,7 @@ from tests.property.model import (
     misaligned_like,
     normalized,
     outcome_of,
+    pickled,
     shm_names,
     split,
     sys_exc_pending,
@@ -606,6 +607,15 @@ class DifferentialMachine(RuleBasedStateMachine):
             made.append(self.track(sae_array, ppe_array, expect_shared, f"{name} result {index}"))
         return made
 
+    def empty_result(self, source: Source, own: np.ndarray) -> np.ndarray:
+        """The PPE side's array for an empty result, which travels as a pickle would."""
+        if source.arg is not None and source.arg.shared:
+            # The worker's view of a shared argument has the caller's flags ("a read-only
+            # *shared* argument ... arrives read-only on every Python", README,
+            # Differences): it is that view, empty, that ProcessPoolExecutor would pickle.
+            return pickled(view_chain(source.arg.ppe, source.views))
+        return own
+
     def by_reference_or_own(
         self, source: Source, ppe_arrays: list[np.ndarray], index: int
     ) -> tuple[Any, bool | None]:
@@ -615,8 +625,8 @@ class DifferentialMachine(RuleBasedStateMachine):
         reference: then the array the caller's shared memory must show.
         """
         own = ppe_arrays[index]
-        if own.size == 0:
-            return own, False  # no memory to share (is_shared is False): it travels as a pickle would
+        if own.size == 0:  # no memory to share (is_shared is False): it travels as a pickle would
+            return self.empty_result(source, own), False
         if source.arg is not None and source.arg.shared:
             # "A worker returning a view of a shared input returns that very memory."
             model = view_chain(source.arg.ppe, source.views)

@@ -9,6 +9,7 @@ must show it (``Pair.ppe``). A result's arrays are matched to where they come fr
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import sys
 import types
@@ -223,6 +224,12 @@ def copy_with_values(like: np.ndarray, source: np.ndarray) -> np.ndarray:
     out[...] = source
     out.flags.writeable = bool(like.flags.writeable)
     return out
+
+
+def pickled(a: np.ndarray) -> np.ndarray:
+    """What ProcessPoolExecutor hands over for a: a copy through pickle's default protocol."""
+    copy: np.ndarray = pickle.loads(pickle.dumps(a))
+    return copy
 
 
 def view_chain(a: np.ndarray, names: tuple[str, ...]) -> np.ndarray:
