@@ -15,11 +15,11 @@ what shared memory must show, explicitly, citing the README (``worker_wrote``,
 ``by_reference_or_own``, ``call``, ``seen_by_worker``, ``dtypes_match``):
 - "Shared array arguments are the same memory in the worker: in-place writes are
   visible to the parent" (Semantics);
-- "A worker returning a view of a shared input returns that very memory" (Semantics);
-- "A worker's large result comes back by reference, uncopied, when it was made in
-  shared memory: with zc.empty(...)" (Semantics): a worker's shared array comes back
-  shared, while "an array and views of it returned together ... arrive as separate
-  arrays" (Semantics), as pickling gives them; and "an array the worker keeps past the
+- "A view of a shared input returned is that very memory" (Semantics);
+- "A large result made in shared memory (zc.empty(...), ...) comes back by reference,
+  uncopied" (Semantics): a worker's shared array comes back shared, while "an array
+  and views of it returned together ... arrive as separate arrays" (Semantics), as
+  pickling gives them; and "an array the worker keeps past the
   call (a cache in a global, a stashed argument) comes back as a copy of its values at
   return, whichever task returns it" (Semantics), so what a worker keeps is never the
   caller's result; a shared argument it keeps is the caller's memory, so the worker's
@@ -628,15 +628,15 @@ class DifferentialMachine(RuleBasedStateMachine):
         if own.size == 0:  # no memory to share (is_shared is False): it travels as a pickle would
             return self.empty_result(source, own), False
         if source.arg is not None and source.arg.shared:
-            # "A worker returning a view of a shared input returns that very memory."
+            # "A view of a shared input returned is that very memory." (README, Semantics)
             model = view_chain(source.arg.ppe, source.views)
         elif source.kept:
             # "an array the worker keeps past the call ... comes back as a copy of its
             # values at return, whichever task returns it" (README, Semantics).
             return own, None
         elif source.fresh is not None and source.fresh_shared:
-            # "A worker's large result comes back by reference, uncopied, when it was made
-            # in shared memory" (the array itself, however often the result holds it); but
+            # "A large result made in shared memory ... comes back by reference, uncopied"
+            # (the array itself, however often the result holds it); but
             # "an array and views of it returned together ... arrive as separate arrays"
             # (README, Semantics): a view of it is a copy, shared or not as its size says.
             if index != source.fresh and source.views != ("same",):
