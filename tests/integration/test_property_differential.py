@@ -27,14 +27,15 @@ import pytest
 from tests._checkout import ROOT, assert_imported_checkout, checkout_env
 from tests.conftest import START_METHODS
 
-CI_SECONDS = 300  # the bounded runs take 10 to 60 s; a hung task fails its example in 60
+CI_SECONDS = 300  # the bounded runs take 10 to 40 s; a hung task fails its example in 60
 STRESS_SECONDS = 3600
 # Any fixed seed would do: fixed, a red run is red again for whoever replays it.
 CI_SEED = 20261206
-# Examples per start method in the default run, each under a minute on a busy 2-core
-# machine: a forkserver or spawn example costs several fork ones (each worker is a new
-# process, and more so with max_tasks_per_child, which fork cannot use).
-CI_EXAMPLES = {"fork": 100, "forkserver": 25, "spawn": 20}
+# Examples per start method in the default run: each run within pytest's 50 s before it
+# dumps tracebacks, on a busy 2-core machine (10 to 25 s here with load 2 to 5). A
+# forkserver or spawn example costs several fork ones: each worker is a new process,
+# and more so with max_tasks_per_child, which fork cannot use.
+CI_EXAMPLES = {"fork": 60, "forkserver": 15, "spawn": 12}
 # What a worker or the resource tracker prints about a leak or a crash.
 NOISE = ("resource_tracker", "leaked", "Warning", "Traceback")
 
