@@ -17,6 +17,7 @@ import os
 import secrets
 import signal
 import time
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import resource_tracker
 from typing import Any
 
@@ -191,4 +192,26 @@ def scenario_grandchild(start_method: str, how: str) -> int:
         left=tagged(ex._sharing.tag),
         released_after=released_after,
     )
+    return 0
+
+
+_KEPT: list[np.ndarray] = []
+
+
+def task_make_and_keep_shared(n: int) -> tuple[int, list[str]]:
+    """Make a shared array, keep it in this worker's global; return the worker's pid and its segments."""
+    array = zc.empty(n)
+    array[:] = 1.0
+    _KEPT.append(array)
+    return os.getpid(), _fault_scripts.segments_of([os.getpid()])
+
+
+def scenario_kept_in_plain_pool(start_method: str) -> int:
+    """A plain ProcessPoolExecutor's worker keeps a zc.empty array in a global; the pool shuts down."""
+    parent_array = zc.zeros(10)  # the parent uses shared memory too: its workers share its tracker
+    context = multiprocessing.get_context(start_method)
+    with ProcessPoolExecutor(1, mp_context=context) as executor:
+        pid, made = executor.submit(task_make_and_keep_shared, 1 << 16).result(timeout=TIMEOUT)
+    emit("REPORT", made=made, worker_exited=_has_exited(pid), left=_fault_scripts.segments_of([pid]))
+    del parent_array
     return 0

@@ -37,7 +37,7 @@ import os
 import weakref
 from collections.abc import Callable
 from functools import partial
-from multiprocessing import resource_tracker
+from multiprocessing import resource_tracker, util
 from typing import Any
 
 from . import _fd_reserve, _fdless_mmap, _identity, _namespace, _reaper
@@ -159,6 +159,7 @@ def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = 
     except OSError as exc:
         raise SegmentError(_failure(f"cannot create a segment of {nbytes} bytes", exc)) from exc
     _adopt(buffer, os.getpid(), hooks)
+    _unlink_owned_at_process_exit()
     return buffer
 
 
@@ -287,11 +288,31 @@ def _unlink_owned_at_exit() -> None:
             _release(args[1])
 
 
+def _unlink_owned_at_process_exit() -> None:
+    """Unlink what this process owns at its exit when multiprocessing started it, too.
+
+    A multiprocessing child started by fork or forkserver (a worker of a plain
+    ProcessPoolExecutor or Pool) ends with ``os._exit`` after multiprocessing's own
+    finalizers, without atexit: a segment it owns (a ``zc.empty`` array kept in a global)
+    would stay until the resource tracker exits. Each child starts with an empty
+    registry, so every process that comes to own a segment registers once. Priority 0
+    runs after the executors' (20) and the queues' (10) finalizers.
+    """
+    if _EXIT_HOOK_PID[0] != os.getpid():
+        _EXIT_HOOK_PID[0] = os.getpid()
+        util.Finalize(None, _unlink_owned_at_exit, exitpriority=0)
+
+
+_EXIT_HOOK_PID = [0]
+
+
 def _release(ownership: _Ownership) -> None:
     # Under fork a child inherits its parent's mappings and their finalizers: only the
-    # owning process may unlink.
+    # owning process may unlink, once (at exit both atexit and multiprocessing's
+    # finalizers may come here).
     if ownership.owner_pid != os.getpid():
         return
+    ownership.owner_pid = None
     # The owner holds the registration: if someone unlinked the name behind our back
     # (an administrator, systemd's RemoveIPC), we still unregister it, once.
     unlink(ownership.name, unregister_if_gone=True)
@@ -351,6 +372,7 @@ def take_ownership(buffer: SegmentBuffer, hooks: tuple[Callable[[str], None], ..
     """Make this process the segment's owner (it was handed over by its creator)."""
     buffer.ownership.owner_pid = os.getpid()
     buffer.ownership.hooks.extend(hooks)
+    _unlink_owned_at_process_exit()
 
 
 def disown(buffer: SegmentBuffer) -> None:

@@ -337,19 +337,32 @@ def _exact_reduction(array: NDArray[Any]) -> tuple[Any, ...] | None:
     - NumPy pickles a non-contiguous array through a copy in *native* byte order, so a
       strided ``>i4`` array would come back as ``<i4`` (same values, other dtype).
 
-    In both cases we pickle a writable copy in the array's own dtype and layout; it
-    costs little, these arrays are small and NumPy copies non-contiguous ones anyway.
+    In both cases we pickle a writable copy in the array's own dtype, laid out as
+    pickling lays it out (C order unless Fortran-contiguous); it costs little, these
+    arrays are small and NumPy copies non-contiguous ones anyway.
     """
     contiguous = array.flags.c_contiguous or array.flags.f_contiguous
     if (array.flags.writeable or READ_ONLY_STAYS_READ_ONLY) and (contiguous or array.dtype.isnative):
         return None
-    copy = np.array(array, copy=True, order="K")
+    copy = np.array(array, copy=True, order=_arrayref.layout_order(array))
     reduced: tuple[Any, ...] = copy.__reduce_ex__(PROTOCOL)  # type: ignore[assignment]
     return reduced
 
 
 def arrives_writeable(array: NDArray[Any]) -> bool:
-    """Whether ProcessPoolExecutor would hand the receiver a copy of array that is writable."""
+    """Whether ProcessPoolExecutor would hand the receiver a copy of array that is writable.
+
+    NumPy keeps a read-only array read-only only where it pickles it as a buffer: a
+    contiguous one, without objects, with items of some size, that exports a buffer
+    (datetime64 and timedelta64 ones do not). Any other it pickles as a writable copy.
+    """
     if array.flags.writeable or not READ_ONLY_STAYS_READ_ONLY:
         return True
-    return not (array.flags.c_contiguous or array.flags.f_contiguous)  # NumPy copies those
+    contiguous = array.flags.c_contiguous or array.flags.f_contiguous
+    if not contiguous or array.dtype.hasobject or array.dtype.itemsize == 0:
+        return True
+    try:
+        array.data.release()  # the buffer NumPy would pickle
+    except (BufferError, TypeError, ValueError):
+        return True
+    return False

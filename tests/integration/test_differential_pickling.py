@@ -64,10 +64,10 @@ def test_unpicklable_result_fails_only_that_future(executor_cls):
         )
 
 
-def array_flags_outcome(cls: type[ProcessPoolExecutor]) -> dict[str, Any]:
-    small = np.arange(10.0)
+def array_flags_outcome(cls: type[ProcessPoolExecutor], dtype: str = "f8") -> dict[str, Any]:
+    small = np.arange(10.0).astype(dtype)
     small.setflags(write=False)
-    large = big(1)
+    large = big(1).astype(dtype)
     large.setflags(write=False)
     with cls(1, mp_context=FORK) as executor:
         return {
@@ -81,6 +81,24 @@ def array_flags_outcome(cls: type[ProcessPoolExecutor]) -> dict[str, Any]:
 def test_read_only_arrays_arrive_as_they_do_in_process_pool_executor():
     """A read-only array argument or result arrives as writable (or not) as with PPE, whatever its size."""
     assert array_flags_outcome(SAE) == array_flags_outcome(PPE)
+
+
+@pytest.mark.parametrize("dtype", ["M8[ns]", "m8[us]"])
+def test_read_only_datetime_arrays_arrive_as_they_do_in_process_pool_executor(dtype):
+    """Read-only datetime64 and timedelta64 arrays, which export no buffer, arrive as with PPE (writable)."""
+    assert array_flags_outcome(SAE, dtype) == array_flags_outcome(PPE, dtype)
+
+
+def test_small_strided_byte_swapped_view_arrives_laid_out_as_with_process_pool_executor():
+    """A worker's small strided view of a Fortran-ordered byte-swapped array arrives in PPE's layout."""
+    array = np.asfortranarray(np.arange(21, dtype=">i4").reshape(3, 7))
+    layouts = {}
+    for cls in EXECUTORS:
+        with cls(1, mp_context=FORK) as executor:
+            (view,) = executor.submit(_tasks.views_of, array, ("step",)).result(timeout=TIMEOUT)
+        np.testing.assert_array_equal(view, array[:, ::2])
+        layouts[cls] = (view.flags.c_contiguous, view.flags.f_contiguous, view.strides)
+    assert layouts[SAE] == layouts[PPE]
 
 
 def test_read_only_view_of_a_shared_array_arrives_read_only_on_every_python():

@@ -245,3 +245,14 @@ def test_segment_of_a_forked_child_that_outlives_shutdown_goes_when_it_exits(tmp
         line for line in run.stderr.splitlines() if "resource_tracker" in line and report["name"] not in line
     ]
     assert noise == [], explain
+
+
+def test_segment_a_plain_pool_worker_keeps_goes_when_its_worker_exits(tmp_path, start_method):
+    """A zc.empty array a plain ProcessPoolExecutor worker keeps in a global is unlinked as it exits."""
+    run, report = run_scenario(tmp_path, "scenario_kept_in_plain_pool", start_method)
+    explain = f"{report}\n--- stderr ---\n{run.stderr}"
+    assert len(report["made"]) == 1, f"the worker made no segment of its own; {explain}"
+    assert report["worker_exited"], explain
+    assert report["left"] == [], f"left until the resource tracker exits; {explain}"
+    assert "resource_tracker" not in run.stderr, explain
+    assert "Traceback" not in run.stderr, explain

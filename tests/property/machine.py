@@ -15,10 +15,15 @@ what shared memory must show, explicitly, citing the README (``worker_wrote``,
 ``by_reference_or_own``, ``call``, ``seen_by_worker``, ``dtypes_match``):
 - "Shared array arguments are the same memory in the worker: in-place writes are
   visible to the parent" (Semantics);
-- "A worker returning a view of a shared input returns that very memory" (Semantics);
-- "A worker's large result comes back by reference, uncopied, when it was made in
-  shared memory: with zc.empty(...)" (Semantics): a worker's shared array and the
-  views of it that it returns, or keeps and returns again, are one memory;
+- "A view of a shared input returned is that very memory" (Semantics);
+- "A large result made in shared memory (zc.empty(...), ...) comes back by reference,
+  uncopied" (Semantics): a worker's shared array comes back shared, while "an array
+  and views of it returned together ... arrive as separate arrays" (Semantics), as
+  pickling gives them; and "an array the worker keeps past the
+  call (a cache in a global, a stashed argument) comes back as a copy of its values at
+  return, whichever task returns it" (Semantics), so what a worker keeps is never the
+  caller's result; a shared argument it keeps is the caller's memory, so the worker's
+  writes to it reach the caller, and a later task returns a copy of its values then;
 - "the array's memory lies in a shared segment (zc.empty, ..., or an array received
   from a worker) ... by reference" (the table of paths): a result that arrives in
   shared memory is itself a shared array;
@@ -36,6 +41,7 @@ Run through ``tests/property/main.py``, whose ``__main__`` classes and functions
 
 from __future__ import annotations
 
+import concurrent.futures.process
 import functools
 import gc
 import multiprocessing
@@ -75,6 +81,7 @@ from tests.property.model import (
     Pair,
     PerSide,
     Source,
+    copy_with_values,
     describe_array,
     dtypes_match,
     in_sae_only,
@@ -82,11 +89,18 @@ from tests.property.model import (
     misaligned_like,
     normalized,
     outcome_of,
+    pickled,
     shm_names,
     split,
     sys_exc_pending,
     view_chain,
 )
+
+
+def replaces_dead_workers() -> bool:
+    """Whether ProcessPoolExecutor has the fix for gh-115634 (on the executor in 3.13, its thread later)."""
+    holders = (ProcessPoolExecutor, concurrent.futures.process._ExecutorManagerThread)
+    return any(hasattr(holder, "_replace_dead_worker") for holder in holders)
 
 
 class DifferentialMachine(RuleBasedStateMachine):
@@ -99,12 +113,12 @@ class DifferentialMachine(RuleBasedStateMachine):
         self.sae: zc.SharedArrayExecutor | None = None
         self.ppe: ProcessPoolExecutor | None = None
         self.workers = 1
+        self.one_task_at_a_time = False
         self.live: list[Pair] = []
         self.created: list[Pair] = []
         self.count = 0
-        # Worker slots that hold shared memory (a shared argument kept, or a shared array the
-        # worker made and returned): SAE's worker holds the caller's very memory, so the
-        # model keeps the PPE side's array it must equal.
+        # Worker slots that hold a shared argument the worker kept: SAE's worker holds the
+        # caller's very memory, so the model keeps the PPE side's array it must equal.
         self.by_reference: dict[str, np.ndarray] = {}
         self.segments_before = shm_names()
 
@@ -120,6 +134,11 @@ class DifferentialMachine(RuleBasedStateMachine):
         context = multiprocessing.get_context(CONFIG.start_method)
         if CONFIG.start_method == "fork" or sys.version_info < (3, 11):
             tasks_per_child = None  # not with fork; new in 3.11
+        # A limit above 1 hangs ProcessPoolExecutor itself (and so its subclass) once tasks
+        # have queued up behind a worker: it counts their completions as idle workers and
+        # does not replace the next worker that reaches its limit (gh-115634, fixed where
+        # _replace_dead_worker exists). Without the fix, each task goes alone.
+        self.one_task_at_a_time = tasks_per_child is not None and not replaces_dead_workers()
         extra = {} if tasks_per_child is None else {"max_tasks_per_child": tasks_per_child}
         self.workers = workers
         self.sae = zc.SharedArrayExecutor(workers, mp_context=context, min_nbytes=min_nbytes, **extra)
@@ -128,8 +147,12 @@ class DifferentialMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         failing = sys_exc_pending()
         for executor in (self.sae, self.ppe):
-            if executor is not None:
-                executor.shutdown(wait=True, cancel_futures=True)
+            if executor is None:
+                continue
+            if failing:  # a task may hang (the failure): stop the workers, so that shutdown returns
+                for process in list((executor._processes or {}).values()):
+                    process.kill()
+            executor.shutdown(wait=True, cancel_futures=True)
         for pair in self.created:  # the bundles hold them too
             pair.sae = pair.ppe = None
         self.live.clear()
@@ -356,6 +379,8 @@ class DifferentialMachine(RuleBasedStateMachine):
     )
     def map_over(self, xs: list[Pair], task: str, names: tuple[str, ...], salt: int, chunksize: int) -> Any:
         """executor.map of one task over a few arrays."""
+        if self.one_task_at_a_time:
+            xs = xs[:1]
         plans: dict[str, tuple[Any, Any]] = {
             "identity": (_tasks.identity, lambda x: [Source(arg=x)]),
             "doubled": (_tasks.twice, lambda x: None),
@@ -376,10 +401,14 @@ class DifferentialMachine(RuleBasedStateMachine):
             task = "identity"
         fn, sources_of = plans[task]
         sae = outcome_of(
-            lambda: list(self.executor("sae").map(fn, *[[x.sae for x in xs]], chunksize=chunksize))
+            lambda: list(
+                self.executor("sae").map(fn, *[[x.sae for x in xs]], chunksize=chunksize, timeout=TIMEOUT)
+            )
         )
         ppe = outcome_of(
-            lambda: list(self.executor("ppe").map(fn, *[[x.ppe for x in xs]], chunksize=chunksize))
+            lambda: list(
+                self.executor("ppe").map(fn, *[[x.ppe for x in xs]], chunksize=chunksize, timeout=TIMEOUT)
+            )
         )
         if sae.error is not None or ppe.error is not None:
             self.same_error(sae, ppe)
@@ -426,12 +455,12 @@ class DifferentialMachine(RuleBasedStateMachine):
         if action in ("keep_new", "keep_new_shared"):
             shared = action == "keep_new_shared"
             made = self.call(
-                _tasks.keep_fresh, (x, slot, in_sae_only(shared)), [Source(fresh=0, fresh_shared=shared)]
+                _tasks.keep_fresh,
+                (x, slot, in_sae_only(shared)),
+                [Source(fresh=0, fresh_shared=shared, kept=True)],
             )
-            if made is not None and shared:
-                self.by_reference[slot] = made[0].ppe  # what the caller holds is what the worker keeps
-            elif made is not None:
-                self.by_reference.pop(slot, None)
+            if made is not None:
+                self.by_reference.pop(slot, None)  # the worker keeps an array of its own
             return multiple(*made or [])
         if action == "fetch":
             return self.produce(_tasks.fetch_from, (slot,), [Source(slot=slot)])
@@ -578,6 +607,15 @@ class DifferentialMachine(RuleBasedStateMachine):
             made.append(self.track(sae_array, ppe_array, expect_shared, f"{name} result {index}"))
         return made
 
+    def empty_result(self, source: Source, own: np.ndarray) -> np.ndarray:
+        """The PPE side's array for an empty result, which travels as a pickle would."""
+        if source.arg is not None and source.arg.shared:
+            # The worker's view of a shared argument has the caller's flags ("a read-only
+            # *shared* argument ... arrives read-only on every Python", README,
+            # Differences): it is that view, empty, that ProcessPoolExecutor would pickle.
+            return pickled(view_chain(source.arg.ppe, source.views))
+        return own
+
     def by_reference_or_own(
         self, source: Source, ppe_arrays: list[np.ndarray], index: int
     ) -> tuple[Any, bool | None]:
@@ -587,17 +625,27 @@ class DifferentialMachine(RuleBasedStateMachine):
         reference: then the array the caller's shared memory must show.
         """
         own = ppe_arrays[index]
-        if own.size == 0:
-            return own, False  # no memory to share (is_shared is False): it travels as a pickle would
+        if own.size == 0:  # no memory to share (is_shared is False): it travels as a pickle would
+            return self.empty_result(source, own), False
         if source.arg is not None and source.arg.shared:
-            # "A worker returning a view of a shared input returns that very memory."
+            # "A view of a shared input returned is that very memory." (README, Semantics)
             model = view_chain(source.arg.ppe, source.views)
+        elif source.kept:
+            # "an array the worker keeps past the call ... comes back as a copy of its
+            # values at return, whichever task returns it" (README, Semantics).
+            return own, None
         elif source.fresh is not None and source.fresh_shared:
-            # "A worker's large result comes back by reference, uncopied, when it was made
-            # in shared memory": one memory, whatever views of it the result holds.
-            model = view_chain(ppe_arrays[source.fresh], source.views) if index != source.fresh else own
+            # "A large result made in shared memory ... comes back by reference, uncopied"
+            # (the array itself, however often the result holds it); but
+            # "an array and views of it returned together ... arrive as separate arrays"
+            # (README, Semantics): a view of it is a copy, shared or not as its size says.
+            if index != source.fresh and source.views != ("same",):
+                return own, None
+            model = own
         elif source.slot is not None and source.slot in self.by_reference:
-            model = self.by_reference[source.slot].view()  # the worker kept shared memory
+            # The worker kept the caller's shared memory: it returns a copy of its values
+            # now (README, Semantics), laid out and flagged as pickling gives it.
+            return copy_with_values(own, self.by_reference[source.slot]), None
         else:
             return own, None
         return model, True

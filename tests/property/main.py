@@ -96,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     command = (
         f"python -m tests.property.main --start-method {options.start_method} --profile {options.profile}"
     )
+    # Everything that changes which examples a seed makes (not --no-shrink: a replay may shrink).
+    if options.max_examples is not None:
+        command += f" --max-examples {options.max_examples}"
+    if options.steps is not None:
+        command += f" --steps {options.steps}"
+    if options.workers != parser.get_default("workers"):
+        command += f" --workers {options.workers}"
     if excluded:
         command += f" --exclude {','.join(sorted(excluded))}"
     print(f"replay with: {command} --seed {run_seed}", flush=True)

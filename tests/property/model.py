@@ -9,9 +9,11 @@ must show it (``Pair.ppe``). A result's arrays are matched to where they come fr
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import sys
 import types
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -106,9 +108,8 @@ class PerSide(NamedTuple):
 def in_sae_only(shared: bool) -> PerSide:
     """Whether a worker makes its new array with zerocopy_executor: in SharedArrayExecutor's only.
 
-    In ProcessPoolExecutor's worker it makes a NumPy array: a shared one would come back
-    as a plain copy all the same, but one kept in a global would outlive the worker,
-    which exits without collecting it, until the resource tracker exits (with a warning).
+    In ProcessPoolExecutor's worker it makes a NumPy array, the reference a plain
+    program gives (a shared one would come back as a plain copy all the same).
     """
     return PerSide(shared, False)
 
@@ -119,7 +120,8 @@ class Source:
 
     Either views (names applied in order) of an argument, or of the new array a worker
     made (fresh: the index of that array, itself, among the result's arrays; shared: made
-    with zerocopy_executor), or what a worker keeps under a slot.
+    with zerocopy_executor), or what a worker keeps under a slot; kept: the worker keeps
+    the array it returns past the call.
     """
 
     arg: Pair | None = None
@@ -127,6 +129,7 @@ class Source:
     fresh: int | None = None
     fresh_shared: bool = False
     slot: str | None = None
+    kept: bool = False  # the worker keeps it past the call: it comes back as a copy
 
 
 def dtypes_match(sae: np.dtype[Any], ppe: np.dtype[Any]) -> bool:
@@ -174,8 +177,11 @@ class Outcome:
 
 
 def outcome_of(call: Any) -> Outcome:
+    """What call returned or raised; no result in time fails the example (two hangs are no agreement)."""
     try:
         return Outcome(value=call())
+    except FutureTimeoutError as exc:
+        raise AssertionError(f"no result within {TIMEOUT} s: {exc!r}") from exc
     except Exception as exc:  # compared between the executors
         return Outcome(error=exc)
 
@@ -210,6 +216,20 @@ def shm_names() -> set[str]:
         return {name for name in os.listdir(SHM) if name.startswith("zc_")}
     except FileNotFoundError:
         return set()
+
+
+def copy_with_values(like: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """A new array with like's dtype, layout and writeable flag, holding source's values."""
+    out = like.copy(order="K")
+    out[...] = source
+    out.flags.writeable = bool(like.flags.writeable)
+    return out
+
+
+def pickled(a: np.ndarray) -> np.ndarray:
+    """What ProcessPoolExecutor hands over for a: a copy through pickle's default protocol."""
+    copy: np.ndarray = pickle.loads(pickle.dumps(a))
+    return copy
 
 
 def view_chain(a: np.ndarray, names: tuple[str, ...]) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import zerocopy_executor as zc
-from zerocopy_executor import _codec, _main_functions
+from zerocopy_executor import _codec, _main_functions, _sessions
 from zerocopy_executor._arrays import process_allocator
 from zerocopy_executor._config import SharingPolicy
 
@@ -254,3 +254,31 @@ def test_result_by_value_keeps_pickles_recursion_error():
         deep = [deep]
     with pytest.raises(RecursionError):
         _codec.encode_result([deep, lambda: 0], session(handover=True), by_value=True)
+
+
+@pytest.mark.parametrize("dtype", ["f8", ">i4", "M8[ns]", "m8[us]", "O", "V0", "t:M8[s],x:i4"])
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_read_only_copy_is_writable_exactly_where_protocol_5_pickling_makes_it(monkeypatch, dtype, layout):
+    """With protocol 5 (ProcessPoolExecutor's from 3.14), a read-only array's copy gets pickling's flag."""
+    monkeypatch.setattr(_sessions, "READ_ONLY_STAYS_READ_ONLY", True)
+    fields = [tuple(field.split(":")) for field in dtype.split(",")] if ":" in dtype else dtype
+    array = np.zeros((4, 6), dtype=fields, order="F" if layout == "F" else "C")
+    if layout == "strided":
+        array = array[:, ::2]
+    array.flags.writeable = False
+    pickled = pickle.loads(pickle.dumps(array, protocol=5))
+    assert _sessions.arrives_writeable(array) == pickled.flags.writeable
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_small_strided_byte_swapped_array_arrives_in_the_layout_pickling_gives(order):
+    """A small strided byte-swapped array keeps its dtype and arrives in the layout pickling gives it."""
+    array = np.arange(21, dtype=">i4").reshape(3, 7).copy(order=order)[:, ::2]
+    (got,) = _codec.decode(_codec.encode_call((array,), session()))
+    pickled = pickle.loads(pickle.dumps(array))
+    np.testing.assert_array_equal(got, array)
+    assert got.dtype == array.dtype  # the README's difference: pickling returns native byte order
+    assert (got.flags.c_contiguous, got.flags.f_contiguous) == (
+        pickled.flags.c_contiguous,
+        pickled.flags.f_contiguous,
+    )
