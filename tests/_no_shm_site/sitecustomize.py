@@ -7,9 +7,9 @@ the forkserver, spawned workers; forked ones inherit it) is in the same lane, ch
 - ``missing``: there is no ``_posixshmem`` module, as on Windows. The standard
   library's resource tracker imports it on POSIX (only there), so it is imported
   first: ProcessPoolExecutor itself keeps working, as it does on Windows.
-- ``windows``: as ``missing``, and nothing else Windows lacks that the package could
-  touch on import: no ``os.register_at_fork``, and ``ctypes.CDLL(None)`` fails (spawn only,
-  as on Windows).
+- ``windows``: as ``missing``, and what else Windows lacks that the package could touch
+  on import: no ``os.fork`` nor ``os.register_at_fork``, and ``ctypes.CDLL(None)`` fails
+  (spawn only, as on Windows).
 - ``refused``: creating a shared-memory segment fails with EACCES, as under a /dev/shm
   that refuses it (while the pool's semaphores still work).
 """
@@ -27,8 +27,10 @@ if _LANE in ("missing", "windows"):
 if _LANE == "windows":
     import concurrent.futures.process  # noqa: F401 - the standard library's own at-fork hooks first
     import ctypes
+    import random  # noqa: F401 - registers an at-fork hook wherever os.fork exists (3.14)
 
-    del os.register_at_fork
+    # Windows has neither: the standard library asks for os.fork before registering hooks.
+    del os.register_at_fork, os.fork
     _cdll = ctypes.CDLL
 
     class _NoProcessLibrary(_cdll):
