@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
-from . import _fd_reserve, _fdless_mmap, _identity, _namespace, _segments, _shm
+from . import _arrayref, _fd_reserve, _fdless_mmap, _identity, _namespace, _segments, _shm
 from ._errors import SegmentError
 
 __all__ = ["BLOCK_PREFIX", "attach", "describe", "is_block_name", "locate"]
@@ -91,26 +91,22 @@ def locate(array: NDArray[Any]) -> tuple[str, int, _identity.Identity] | None:
     return BLOCK_PREFIX + mapped.name, mapped.offset + (data - mapped.address), identity
 
 
-def describe(array: NDArray[Any]) -> tuple[Any, ...] | None:
-    """The ArrayRef fields of array if it is a view of a block (see locate), else None."""
+def describe(array: NDArray[Any]) -> _arrayref.ArrayRef | None:
+    """The descriptor of array if it is a view of a block (see locate), else None."""
     found = locate(array)
     if found is None:
         return None
     name, offset, identity = found
-    writeable = bool(array.flags.writeable)
-    # name, offset, shape, strides, dtype, writeable, handover, lent, scratch, file_id, segment_id
-    return (
+    return _arrayref.ArrayRef(
         name,
         offset,
         array.shape,
         array.strides,
         array.dtype,
-        writeable,
-        False,
-        False,
-        False,
-        None,
-        identity,
+        writeable=bool(array.flags.writeable),
+        handover=False,  # the block stays its user's
+        lent=False,
+        segment_id=identity,
     )
 
 

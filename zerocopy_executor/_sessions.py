@@ -226,7 +226,7 @@ class EncodeSession:
             )
         block = None if self.handover else _blocks.describe(array)  # results: inputs only, found above
         if block is not None:
-            return _arrayref.ArrayRef(*block)
+            return block
         if self.copies and immutable:
             low, high = _arrayref.address_extent(array)
             for first, end, copy, _ in self.copies:
