@@ -225,6 +225,19 @@ def _interrupt_once(owner: type, name: str, *, after: bool) -> None:
     setattr(owner, name, interrupted)
 
 
+def _wait_until_one_runs(futures: list[Any]) -> None:
+    """Wait until the pool has taken a task: it then runs to the end, whatever shutdown() cancels.
+
+    Without this wait, a loaded machine could reach shutdown(cancel_futures=True) before the
+    pool's manager thread moved any task to the workers, and every future would be cancelled.
+    """
+    deadline = time.monotonic() + TIMEOUT
+    while not any(future.running() or future.done() for future in futures):
+        if time.monotonic() > deadline:
+            raise RuntimeError("no task started within the timeout")
+        time.sleep(0.005)
+
+
 def scenario_interrupt_in_bookkeeping(start_method: str, where: str) -> int:
     """A Ctrl-C lands where a task is counted in flight but nothing will settle it.
 
@@ -239,9 +252,10 @@ def scenario_interrupt_in_bookkeeping(start_method: str, where: str) -> int:
     ex = zc.SharedArrayExecutor(2, mp_context=context(start_method))
     ex.submit(task_total, big).result(timeout=TIMEOUT)
     seen.look()
-    # Both workers busy, the call queue full and six more waiting behind it: however slow
-    # the machine, some are still pending (cancellable) when shutdown() comes.
+    # Twelve 0.5 s tasks on two workers, and one of them surely started: when shutdown()
+    # comes, some run to the end ("ok") and some are still pending ("CancelledError").
     busy = [ex.submit(task_slow_total, big, 0.5) for _ in range(12)]
+    _wait_until_one_runs(busy)
     interrupted = False
     try:
         if where == "before_watch":
