@@ -47,8 +47,8 @@ class DecodeSession:
         self.on_handover = on_handover
         self.pool = pool
 
-    def base_for(self, buffer: _segments.SegmentBuffer, ref: _arrayref.ArrayRef) -> Any:
-        """Return what views of buffer are made from."""
+    def base_for(self, ref: _arrayref.ArrayRef, buffer: _segments.SegmentBuffer) -> Any:
+        """Return what views of buffer, the segment ref names, are made from."""
         lease = _pool.current_lease(buffer)
         if lease is None and ref.scratch and ref.handover and self.pool is not None:
             lease = _pool.lease(buffer, self.pool)
@@ -62,7 +62,7 @@ class TaskDecodeSession(DecodeSession):
     call we can tell whether the function kept any of them.
     """
 
-    __slots__ = ("_lent", "_roots", "_spare", "buffers", "inputs", "private", "taken_nbytes")
+    __slots__ = ("_lent", "_roots", "_spare", "buffers", "private", "taken_nbytes")
 
     def __init__(self) -> None:
         super().__init__()
@@ -73,16 +73,15 @@ class TaskDecodeSession(DecodeSession):
         self._spare: dict[str, _segments.SegmentBuffer] = {}
         self._lent: _segments.SegmentBuffer | None = None  # lent for the result, not yet taken
         self.taken_nbytes = 0  # the array the function placed in it (see take_lent)
-        # Segments received by reference (the parent's shared arrays), and those only
-        # this task sees (copied arguments, the segment lent for the result): see
-        # EncodeSession's inputs and private.
-        self.inputs: set[str] = set()
+        # Segments only this task sees (copied arguments, the segment lent for the
+        # result): see EncodeSession's private, and inputs().
         self.private: set[str] = set()
 
-    def base_for(self, buffer: _segments.SegmentBuffer, ref: _arrayref.ArrayRef) -> Any:
+    def base_for(self, ref: _arrayref.ArrayRef, buffer: _segments.SegmentBuffer) -> Any:
         """Return a per-task root for lent segments, the mapping otherwise."""
         self.buffers[buffer.name] = buffer
-        (self.private if ref.scratch else self.inputs).add(buffer.name)
+        if ref.scratch:
+            self.private.add(buffer.name)
         if ref.scratch and ref.lent:  # views of it have a root: kept() can see them
             self._spare[buffer.name] = buffer
         return self.root(buffer) if ref.lent else buffer
@@ -93,6 +92,15 @@ class TaskDecodeSession(DecodeSession):
         self._spare[buffer.name] = buffer
         self.private.add(buffer.name)
         self._lent = buffer
+
+    def inputs(self) -> set[str]:
+        """Segments received by reference (the parent's shared arrays): see EncodeSession's inputs.
+
+        Every segment the task used but its private ones: a segment arrives either by
+        reference or as this task's own copy. Only a result with arrays asks, so a
+        task pays nothing for it otherwise.
+        """
+        return {name for name in self.buffers if name not in self.private}
 
     def claim_lent(self, nbytes: int) -> None:
         """An array of about nbytes was born in the lent segment: no result may be copied over it."""
@@ -146,7 +154,7 @@ _DECODING = threading.local()
 def _rebuild(*fields: Any) -> NDArray[Any]:
     ref = _arrayref.ArrayRef(*fields)
     session: DecodeSession | None = getattr(_DECODING, "session", None)
-    base_for = None if session is None else partial(_base_for, session, ref)
+    base_for = None if session is None else partial(session.base_for, ref)
     try:
         array, buffer = _arrayref.rebuild(ref, base_for)
     except SegmentError:
@@ -158,10 +166,6 @@ def _rebuild(*fields: Any) -> NDArray[Any]:
         if session is not None and session.on_handover is not None:
             session.on_handover(buffer)
     return array
-
-
-def _base_for(session: DecodeSession, ref: _arrayref.ArrayRef, buffer: _segments.SegmentBuffer) -> Any:
-    return session.base_for(buffer, ref)
 
 
 def decode(payload: Payload, session: DecodeSession | None = None) -> Any:

@@ -93,19 +93,24 @@ class _MappingCache:
         self.cap_nbytes = cap_nbytes
         self.idle_seconds = idle_seconds
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, tuple[float, _segments.SegmentBuffer]] = OrderedDict()
+        # name -> (last used, mapping, its size): sizes are summed as entries come and go,
+        # not over every entry per task.
+        self._entries: OrderedDict[str, tuple[float, _segments.SegmentBuffer, int]] = OrderedDict()
+        self._nbytes = 0
         self._sweeper: threading.Thread | None = None
 
     def keep(self, buffers: list[_segments.SegmentBuffer]) -> None:
         now = time.monotonic()
         with self._lock:
             for buffer in buffers:
-                self._entries[buffer.name] = (now, buffer)
+                nbytes = len(buffer)
+                replaced = self._entries.get(buffer.name)
+                self._nbytes += nbytes - (0 if replaced is None else replaced[2])
+                self._entries[buffer.name] = (now, buffer, nbytes)
                 self._entries.move_to_end(buffer.name)
-            total = sum(len(b) for _, b in self._entries.values())
-            while total > self.cap_nbytes and self._entries:
-                _, (_, evicted) = self._entries.popitem(last=False)
-                total -= len(evicted)
+            while self._nbytes > self.cap_nbytes and self._entries:
+                _, (_, _, evicted) = self._entries.popitem(last=False)
+                self._nbytes -= evicted
             if self._sweeper is None:
                 self._sweeper = threading.Thread(target=self._sweep, name="zerocopy-cache-sweep", daemon=True)
                 self._sweeper.start()
@@ -113,11 +118,15 @@ class _MappingCache:
     def _sweep(self) -> None:
         while True:
             time.sleep(self.idle_seconds / 2)
-            cutoff = time.monotonic() - self.idle_seconds
-            with self._lock:
-                stale = [name for name, (used, _) in self._entries.items() if used < cutoff]
-                for name in stale:
-                    del self._entries[name]
+            self.drop_idle()
+
+    def drop_idle(self) -> None:
+        """Drop the mappings no task has used for idle_seconds."""
+        cutoff = time.monotonic() - self.idle_seconds
+        with self._lock:
+            stale = [name for name, (used, _, _) in self._entries.items() if used < cutoff]
+            for name in stale:
+                self._nbytes -= self._entries.pop(name)[2]
 
 
 _CACHE = _MappingCache(CACHE_CAP_NBYTES, CACHE_IDLE_SECONDS)
@@ -196,7 +205,7 @@ def run_task(task: tuple[_codec.Payload, tuple[str, _identity.Identity] | None])
     if encoding is None:  # a plain result: the pool pickles it as it is
         tally, lend_hint = None, -decoding.taken_nbytes
     else:
-        data, encoding = _hand_over(data, encoding, kept, decoding.inputs)
+        data, encoding = _hand_over(data, encoding, kept)
         tally, lend_hint = encoding.tally, _lend_hint(encoding, decoding.taken_nbytes)
     if _allocator.AVAILABLE:  # results can be born in a lent segment: always lend one
         lend_hint = -abs(lend_hint)
@@ -223,7 +232,7 @@ def _run(
         return result, None
     # Results go into the lent segment, or into copied arguments the call is done
     # with: their pages are warm, and no third copy of the data exists (W2: two, not three).
-    data, encoding = _encode(result, decoding.spare(), decoding.inputs, decoding.private)
+    data, encoding = _encode(result, decoding.spare(), decoding.inputs(), decoding.private)
     del result
     encoding.drop_views()
     return data, encoding
@@ -275,7 +284,7 @@ def _result_session(
 
 
 def _hand_over(
-    data: _codec.Payload, encoding: _codec.EncodeSession, kept: list[str], inputs: Collection[str]
+    data: _codec.Payload, encoding: _codec.EncodeSession, kept: list[str]
 ) -> tuple[_codec.Payload, _codec.EncodeSession]:
     """Hand the result's segments to the parent, unless the function kept a view of one.
 
@@ -287,7 +296,7 @@ def _hand_over(
     """
     if any(buffer.name in kept or _arrays.has_views(buffer) for buffer in encoding.watched):
         result = _codec.decode(data)
-        data, encoding = _encode(result, inputs=inputs, private=None)
+        data, encoding = _encode(result, inputs=encoding.inputs, private=None)
         del result
     encoding.hand_over()
     return data, encoding
@@ -351,5 +360,5 @@ def run_plain_chunk(
     data, encoding = _encode(results)
     del results
     encoding.drop_views()
-    data, encoding = _hand_over(data, encoding, [], ())
+    data, encoding = _hand_over(data, encoding, [])
     return ChunkReply(token, data, encoding.tally, _lend_hint(encoding, 0))
