@@ -100,7 +100,7 @@ class TaskDecodeSession(DecodeSession):
         reference or as this task's own copy. Only a result with arrays asks, so a
         task pays nothing for it otherwise.
         """
-        return {name for name in self.buffers if name not in self.private}
+        return self.buffers.keys() - self.private
 
     def claim_lent(self, nbytes: int) -> None:
         """An array of about nbytes was born in the lent segment: no result may be copied over it."""
