@@ -100,6 +100,20 @@ def leakable_segments() -> set[str]:
     return names
 
 
+def held_memfds() -> set[tuple[int, str]]:
+    """This process's descriptors of our memfd segments, as (number, target).
+
+    A memfd leaves nothing in /dev/shm: the one a process keeps by mistake shows here.
+    """
+    held = set()
+    for entry in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{entry}")
+            if target.startswith("/memfd:zc_"):
+                held.add((int(entry), target))
+    return held
+
+
 def our_processes() -> dict[int, int]:
     """Every live process under this one (pid -> start time), but the session-long helpers."""
     helpers = _processes.long_lived_helpers()
@@ -154,16 +168,18 @@ def subreaper() -> bool:
 
 @pytest.fixture(autouse=True)
 def leak_guard(subreaper: bool) -> Iterator[None]:
-    """Fail a test that leaves a segment in /dev/shm or a process of its tree alive."""
+    """Fail a test that leaves a segment (in /dev/shm, or a memfd held here) or a process of its tree."""
     segments_before = leakable_segments()
+    memfds_before = held_memfds()
     processes_before = our_processes()
     yield
     deadline = time.monotonic() + LEAK_WAIT_SECONDS
     while True:
         _collect_garbage()
         leaked = leakable_segments() - segments_before
+        memfds = held_memfds() - memfds_before
         alive = {p: t for p, t in our_processes().items() if processes_before.get(p) != t}
-        if not leaked and not alive:
+        if not leaked and not alive and not memfds:
             return
         if time.monotonic() > deadline:
             break
@@ -171,10 +187,18 @@ def leak_guard(subreaper: bool) -> Iterator[None]:
     problems = []
     if leaked:
         problems.append(f"segments left in {SHM_DIR}: {[describe_segment(n) for n in sorted(leaked)]}")
+    if memfds:
+        problems.append(f"memfd segments still held: {sorted(memfds)}")
     if alive:
         problems.append(f"processes still alive: {[describe_process(p) for p in sorted(alive)]}")
     _clean_up(alive, leaked)
     pytest.fail("; ".join(problems))
+
+
+@pytest.fixture
+def named_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make named segments in /dev/shm, whatever kind the run makes (for tests of that kind's rules)."""
+    monkeypatch.setenv("ZEROCOPY_EXECUTOR_SEGMENTS", "named")
 
 
 @pytest.fixture(params=START_METHODS)

@@ -83,9 +83,8 @@ def describe(
     """Return the ArrayRef of array, a view of buffer starting offset bytes in."""
     writeable = bool(array.flags.writeable)
     shape, strides, dtype, identity = array.shape, array.strides, array.dtype, buffer.identity
-    return ArrayRef(
-        buffer.name, offset, shape, strides, dtype, writeable, handover, lent, False, None, identity
-    )
+    name = _segments.wire_name(buffer, handover=handover)
+    return ArrayRef(name, offset, shape, strides, dtype, writeable, handover, lent, False, None, identity)
 
 
 def pack(ref: ArrayRef) -> tuple[Any, ...]:

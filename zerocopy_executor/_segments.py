@@ -1,4 +1,12 @@
-"""Segment lifetime: create, attach and unlink named POSIX shared memory.
+"""Segment lifetime: create, attach and release shared memory, of two kinds.
+
+Segments are memfds on Linux (see _memfd: outside /dev/shm, freed by the kernel when
+the last process holding one goes) and named POSIX segments in /dev/shm elsewhere, or
+when the user asks for them, or when a process cannot hold one more descriptor. Both
+kinds have a name (the key every table uses) and an identity; a memfd's descriptor also
+says where it is reached (``name@<holder pid>.<fd>``, or ``name@h<ticket>`` when handed
+over: see wire_name). Everything below the next paragraph is about named segments, but
+that mappings are found by address and a segment is never mapped twice holds for both.
 
 Each process keeps a table of the segments it has mapped, so that any view of a
 shared array (a slice, a transpose, a view made by another library) is found by its
@@ -30,6 +38,7 @@ The rules that keep /dev/shm clean:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import itertools
 import mmap
@@ -40,7 +49,7 @@ from functools import partial
 from multiprocessing import resource_tracker, util
 from typing import Any
 
-from . import _fd_reserve, _fdless_mmap, _identity, _namespace, _reaper
+from . import _fd_reserve, _fdless_mmap, _identity, _memfd, _namespace, _reaper
 from ._errors import SegmentError
 from ._mapping_table import MappingTable
 from ._shm import posixshmem as _posixshmem  # absent on Windows: see _shm
@@ -60,6 +69,7 @@ __all__ = [
     "take_ownership",
     "unlink",
     "unlink_leftover",
+    "wire_name",
 ]
 
 _RTYPE = "shared_memory"
@@ -79,6 +89,10 @@ class SegmentBuffer(mmap.mmap):
     identity: _identity.Identity  # what a receiver checks the name against (see _identity)
     address: int
     ownership: _Ownership
+    # A memfd's holder: "@<pid>.<fd>", where other processes open it (see _memfd); "" for
+    # a named segment. A handover's ticket, while its payload is being made.
+    location: str = ""
+    ticket: str | None = None
     # Set by _pool for recycled segments: the current use's lease, and whether the
     # segment may be reused when it dies.
     lease: weakref.ref[Any] | None = None
@@ -89,25 +103,29 @@ class SegmentBuffer(mmap.mmap):
 
 
 class _Ownership:
-    """Who unlinks a segment when its mapping dies, and who to tell afterwards."""
+    """Who releases a segment when its mapping dies, the memfd descriptor held, and who to tell."""
 
-    __slots__ = ("hooks", "name", "owner_pid")
+    __slots__ = ("held", "holder_pid", "hooks", "name", "owner_pid")
 
-    def __init__(self, name: str, owner_pid: int | None) -> None:
+    def __init__(self, name: str, owner_pid: int | None, held: int | None) -> None:
         self.name = name
         self.owner_pid = owner_pid
+        # A memfd's held descriptor (see _memfd), closed by the process that holds it when
+        # its mapping dies, whoever owns the segment by then.
+        self.held = held
+        self.holder_pid = os.getpid()
         self.hooks: list[Callable[[str], None]] = []
 
 
 _TABLE: MappingTable[SegmentBuffer] = MappingTable()
 
 
-def _map(fd: int, status: os.stat_result, name: str, *, populate: bool) -> SegmentBuffer:
+def _map(fd: int, status: os.stat_result, name: str, *, populate: bool, location: str = "") -> SegmentBuffer:
     # Pre-faulting a whole mapping in one call costs a fraction of faulting it page by
     # page, but is wasted on a task that touches a slice of a big shared array.
     buffer, address = _fdless_mmap.map_shared(SegmentBuffer, fd, status.st_size, populate=populate)
     buffer.name, buffer.identity = name, _identity.of(status)
-    buffer.address = address
+    buffer.address, buffer.location = address, location
     return buffer
 
 
@@ -152,14 +170,40 @@ def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = 
             left behind.
     """
     name = _namespace.new_name(tag)
-    path = "/" + name
-    open_new = partial(_posixshmem.shm_open, path, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
-    try:
-        buffer = _fd_reserve.with_descriptor(open_new, partial(_fill_new, name, nbytes))
-    except OSError as exc:
-        raise SegmentError(_failure(f"cannot create a segment of {nbytes} bytes", exc)) from exc
-    _adopt(buffer, os.getpid(), hooks)
+    buffer = _create_memfd(name, nbytes) if _memfd.chosen() else None
+    held = None if buffer is None else buffer.ownership.held
+    if buffer is None:
+        path = "/" + name
+        open_new = partial(_posixshmem.shm_open, path, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
+        try:
+            buffer = _fd_reserve.with_descriptor(open_new, partial(_fill_new, name, nbytes))
+        except OSError as exc:
+            raise SegmentError(_failure(f"cannot create a segment of {nbytes} bytes", exc)) from exc
+    _adopt(buffer, os.getpid(), hooks, held)
     _unlink_owned_at_process_exit()
+    return buffer
+
+
+def _create_memfd(name: str, nbytes: int) -> SegmentBuffer | None:
+    """A new memfd segment, mapped and held here; None if no descriptor can be held for it.
+
+    Raises:
+        SegmentError: its memory could not be reserved (the memory limit is reached).
+    """
+    try:
+        held = _memfd.create(name, _staggered(nbytes))
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return None  # a named segment holds no descriptor
+        raise SegmentError(
+            _failure(f"cannot reserve {nbytes} bytes of shared memory", exc, memfd=True)
+        ) from exc
+    try:
+        buffer = _map(held, os.fstat(held), name, populate=True, location="@" + _memfd.location(held))
+    except BaseException:
+        _memfd.close_held(held)
+        raise
+    buffer.ownership = _Ownership(name, None, held)  # until create() adopts it
     return buffer
 
 
@@ -188,11 +232,16 @@ def _fill_new(name: str, nbytes: int, fd: int) -> SegmentBuffer:
         raise
 
 
-def _failure(what: str, exc: OSError) -> str:
+def _failure(what: str, exc: OSError, *, memfd: bool = False) -> str:
     """Say what failed, why, and what to do about it."""
     if exc.errno in (errno.EMFILE, errno.ENFILE):
         # Mappings hold none (see _fdless_mmap): the process's own files fill the table.
         remedy = "too many files are open: raise the limit (ulimit -n) or close some files"
+    elif memfd and exc.errno in (errno.ENOSPC, errno.ENOMEM):
+        remedy = (
+            "the memory limit is reached (a container's or the machine's): raise it (for Docker: "
+            "--memory) or share smaller arrays"
+        )
     elif exc.errno in (errno.ENOSPC, errno.ENOMEM):
         free = _namespace.shm_free_bytes()
         room = f"{_namespace.SHM_DIR} has {free} bytes free" if free is not None else "shared memory is full"
@@ -202,11 +251,11 @@ def _failure(what: str, exc: OSError) -> str:
     return f"{what}: {exc}; {remedy}"
 
 
-def attach(name: str, identity: _identity.Identity | None, *, populate: bool = False) -> SegmentBuffer:
+def attach(wire: str, identity: _identity.Identity | None, *, populate: bool = False) -> SegmentBuffer:
     """Map an existing segment (or reuse this process's mapping of it).
 
     Args:
-        name: the segment's name.
+        wire: the segment's name as its sender sent it (see wire_name).
         identity: the segment's identity as its sender recorded it (see _identity); None is refused.
         populate: pre-fault the whole mapping (worth it when the whole segment will be
             touched, as for a copied argument).
@@ -214,13 +263,19 @@ def attach(name: str, identity: _identity.Identity | None, *, populate: bool = F
     Raises:
         SegmentError: the name is not ours, or the segment is gone, empty, or not the sender's.
     """
+    name, _, where = wire.partition("@")
     buffer = _TABLE.get(name)
     if buffer is not None:
         _identity.check(name, buffer.identity, identity)
+        if where.startswith("h"):  # mapped here already: take the duplicate lent, so its sender lets go
+            with contextlib.suppress(OSError, ValueError):
+                os.close(_memfd.receive(where[1:]))
         return buffer
     if _namespace.creator_pid(name) is None:
         msg = f"refusing to attach segment {name!r}: not a zerocopy_executor segment name"
         raise SegmentError(msg)
+    if where:
+        return _attach_memfd(name, where, identity, populate)
     open_existing = partial(_posixshmem.shm_open, "/" + name, os.O_RDWR, mode=0o600)
     try:
         buffer = _fd_reserve.with_descriptor(open_existing, partial(_map_existing, name, identity, populate))
@@ -236,11 +291,60 @@ def attach(name: str, identity: _identity.Identity | None, *, populate: bool = F
     return buffer
 
 
-def _map_existing(name: str, identity: _identity.Identity | None, populate: bool, fd: int) -> SegmentBuffer:
-    """Map the segment open as fd, if it is the one its sender made."""
+def _attach_memfd(
+    name: str, where: str, identity: _identity.Identity | None, populate: bool
+) -> SegmentBuffer:
+    """Map a memfd: opened where its holder keeps it, or handed over to this process (then held here)."""
+    handed_over = where.startswith("h")
+    try:
+        if handed_over:
+            fd = _memfd.receive(where[1:])
+            try:
+                buffer = _map_existing(name, identity, populate, fd, memfd=True)
+            except BaseException:
+                os.close(fd)
+                raise
+            held = _hold_received(fd)
+            buffer.location = "@" + _memfd.location(held)
+        else:
+            open_held = partial(_memfd.open_location, where)
+            buffer = _fd_reserve.with_descriptor(
+                open_held, partial(_map_existing, name, identity, populate, memfd=True)
+            )
+            buffer.location, held = "@" + where, None
+    except (OSError, ValueError) as exc:
+        msg = (
+            f"cannot open segment {name!r}: {exc}; its holder has released or lost it: keep the array "
+            "(and the executor) alive until the futures that use it finish"
+        )
+        raise SegmentError(msg) from exc
+    _adopt(buffer, None, (), held)
+    return buffer
+
+
+def _hold_received(fd: int) -> int:
+    """Hold a descriptor handed over to this process: from 1024 up if it can, else where it is."""
+    try:
+        held = _memfd.hold(fd)
+    except OSError:
+        _memfd.keep(fd)
+        return fd
+    os.close(fd)
+    return held
+
+
+def _map_existing(
+    name: str, identity: _identity.Identity | None, populate: bool, fd: int, *, memfd: bool = False
+) -> SegmentBuffer:
+    """Map the segment open as fd, if it is the one its sender made (and a memfd, if it should be)."""
     try:
         status = os.fstat(fd)
         _identity.check(name, _identity.of(status), identity)
+        if memfd and not _memfd.is_memfd(status):
+            msg = (
+                f"refusing to map segment {name!r}: its descriptor names a file, not anonymous shared memory"
+            )
+            raise SegmentError(msg)
         if status.st_size == 0:
             msg = f"segment {name!r} is empty; it was truncated or replaced behind our back"
             raise SegmentError(msg)
@@ -249,8 +353,13 @@ def _map_existing(name: str, identity: _identity.Identity | None, populate: bool
         raise SegmentError(_failure(f"cannot map segment {name!r}", exc)) from exc
 
 
-def _adopt(buffer: SegmentBuffer, owner_pid: int | None, hooks: tuple[Callable[[str], None], ...]) -> None:
-    ownership = _Ownership(buffer.name, owner_pid)
+def _adopt(
+    buffer: SegmentBuffer,
+    owner_pid: int | None,
+    hooks: tuple[Callable[[str], None], ...],
+    held: int | None = None,
+) -> None:
+    ownership = _Ownership(buffer.name, owner_pid, held)
     ownership.hooks.extend(hooks)
     buffer.ownership = ownership
     ref = _TABLE.add(buffer)
@@ -309,13 +418,19 @@ _EXIT_HOOK_PID = [0]
 def _release(ownership: _Ownership) -> None:
     # Under fork a child inherits its parent's mappings and their finalizers: only the
     # owning process may unlink, once (at exit both atexit and multiprocessing's
-    # finalizers may come here).
-    if ownership.owner_pid != os.getpid():
+    # finalizers may come here); only the holding process closes a memfd's descriptor.
+    me = os.getpid()
+    held = ownership.held
+    if held is not None and ownership.holder_pid == me:
+        ownership.held = None
+        _memfd.close_held(held)
+    if ownership.owner_pid != me:
         return
     ownership.owner_pid = None
-    # The owner holds the registration: if someone unlinked the name behind our back
-    # (an administrator, systemd's RemoveIPC), we still unregister it, once.
-    unlink(ownership.name, unregister_if_gone=True)
+    if held is None:
+        # The owner holds the registration: if someone unlinked the name behind our back
+        # (an administrator, systemd's RemoveIPC), we still unregister it, once.
+        unlink(ownership.name, unregister_if_gone=True)
     for hook in ownership.hooks:
         hook(ownership.name)
 
@@ -331,6 +446,8 @@ def unlink(
     holds (a sweep spares running creators and what the sweeping process owns). Given
     the segment's identity, a name that now stands for another file counts as gone.
     """
+    if "@" in name:  # a memfd: its holders close it, nothing unlinks it
+        return False
     path = "/" + name
     gone = identity is not None and not _identity.stands_for(name, identity)
     try:
@@ -376,8 +493,25 @@ def take_ownership(buffer: SegmentBuffer, hooks: tuple[Callable[[str], None], ..
 
 
 def disown(buffer: SegmentBuffer) -> None:
-    """Hand the segment over: the receiver, not this process, will unlink it."""
+    """Hand the segment over: the receiver, not this process, will release it."""
     buffer.ownership.owner_pid = None
+    buffer.ticket = None
+
+
+def wire_name(buffer: SegmentBuffer, *, handover: bool = False) -> str:
+    """The name a descriptor of the segment carries: with a memfd's location, or its ticket.
+
+    Handing a memfd over lends its receiver a duplicate of the held descriptor (see
+    _memfd.hand_over), once per payload: every view of it in the payload names the same ticket.
+    """
+    if not buffer.location:
+        return buffer.name
+    held = buffer.ownership.held
+    if handover and held is not None and buffer.ownership.holder_pid == os.getpid():
+        if buffer.ticket is None:
+            buffer.ticket = "@h" + _memfd.hand_over(held)
+        return buffer.name + buffer.ticket
+    return buffer.name + buffer.location
 
 
 def on_release(buffer: SegmentBuffer, hook: Callable[[str], None]) -> None:

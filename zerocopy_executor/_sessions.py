@@ -293,8 +293,9 @@ class EncodeSession:
         self._count("copied", array.nbytes)
         writeable = arrives_writeable(array)  # as a pickled copy would
         shape, strides, dtype, identity = copy.shape, copy.strides, copy.dtype, buffer.identity
+        name = _segments.wire_name(buffer, handover=handover)
         ref = _arrayref.ArrayRef(
-            buffer.name, 0, shape, strides, dtype, writeable, handover, lent, scratch, None, identity
+            name, 0, shape, strides, dtype, writeable, handover, lent, scratch, None, identity
         )
         if immutable:  # a 1-D byte view: its copy is the same bytes
             self.copies.append((*_arrayref.address_extent(array), ref, array))

@@ -20,7 +20,7 @@ import os
 import warnings
 from typing import Protocol
 
-from . import _namespace
+from . import _memfd, _namespace
 from ._errors import SegmentError, SharedMemoryFullWarning
 
 __all__ = ["AVAILABLE", "posixshmem", "require", "unusable_reason", "warn_if_unusable"]
@@ -64,8 +64,10 @@ def unusable_reason() -> str | None:
     """Why this process cannot make segments, or None if it can (found out once, see the module)."""
     if _REASON:
         return _REASON[0]
-    if not AVAILABLE:
-        reason: str | None = _NO_MODULE
+    if _memfd.chosen():
+        reason: str | None = None  # memfds do not need /dev/shm
+    elif not AVAILABLE:
+        reason = _NO_MODULE
     else:
         path = "/" + _namespace.new_name(_namespace.process_tag())
         try:

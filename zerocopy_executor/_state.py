@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from . import _codec, _namespace, _pool, _replies, _segments, _sweep
+from . import _codec, _memfd, _namespace, _pool, _replies, _segments, _sweep
 from ._config import SharingPolicy
 from ._errors import SegmentError, SharedArrayError
 from ._stats import StatsCounter
@@ -145,7 +145,7 @@ class TaskEnvelope:
             if lend is not None:
                 session.pinned.append(lend[1])
                 session.buffers.append(lend[0])
-            lent = None if lend is None else (lend[0].name, lend[0].identity)
+            lent = None if lend is None else (_segments.wire_name(lend[0]), lend[0].identity)
             self._pinned, self._buffers = session.pinned, session.buffers
             self._call = None  # last: release() looks at it without the lock
             if session.tally:
@@ -208,6 +208,6 @@ atexit.register(_release_at_exit)
 
 
 def _pool_cap_nbytes() -> int:
-    """Recycle at most a quarter of /dev/shm, and at most 2 GiB."""
-    total = _namespace.shm_total_bytes()
+    """Recycle at most a quarter of where segments live (memory, or /dev/shm), and at most 2 GiB."""
+    total = _memfd.memory_bytes() if _memfd.chosen() else _namespace.shm_total_bytes()
     return min(2 << 30, (total or 0) // 4)

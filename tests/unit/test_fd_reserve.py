@@ -45,6 +45,10 @@ def full_descriptor_table() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+# The rules of named segments in /dev/shm (memfd ones: tests/unit/test_memfd.py).
+pytestmark = pytest.mark.usefixtures("named_segments")
+
+
 @pytest.fixture
 def no_descriptor_left() -> Iterator[None]:
     """The test runs with no descriptor left (the resource tracker started before, as in use)."""

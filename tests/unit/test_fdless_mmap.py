@@ -16,6 +16,9 @@ from zerocopy_executor import _fdless_mmap, _namespace, _segments
 TAG = _namespace.new_tag()
 PAGE = mmap.ALLOCATIONGRANULARITY
 
+# The rules of named segments in /dev/shm (memfd ones: tests/unit/test_memfd.py).
+pytestmark = pytest.mark.usefixtures("named_segments")
+
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))

@@ -8,6 +8,9 @@ import pytest
 
 from zerocopy_executor import _namespace, _segments
 
+# The rules of named segments in /dev/shm (memfd ones: tests/unit/test_memfd.py).
+pytestmark = pytest.mark.usefixtures("named_segments")
+
 
 def _exists(name: str) -> bool:
     return os.path.exists(f"{_namespace.SHM_DIR}/{name}")

@@ -108,8 +108,9 @@ GiB = 1 << 30
     [(64 << 20, 16 << 20), (4 * GiB, GiB), (8 * GiB, 2 * GiB), (100 * GiB, 2 * GiB)],
     ids=["64MiB", "4GiB", "8GiB", "100GiB"],
 )
+@pytest.mark.usefixtures("named_segments")
 def test_executor_pool_cap_is_a_quarter_of_dev_shm_and_at_most_2_gib(monkeypatch, shm_size, cap):
-    """An executor's pool holds at most a quarter of /dev/shm, and never more than 2 GiB."""
+    """An executor's pool holds at most a quarter of /dev/shm (named segments), and never more than 2 GiB."""
     real = shutil.disk_usage
 
     def disk_usage(path):
@@ -117,4 +118,20 @@ def test_executor_pool_cap_is_a_quarter_of_dev_shm_and_at_most_2_gib(monkeypatch
         return usage._replace(total=shm_size) if str(path) == "/dev/shm" else usage
 
     monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    assert _state._pool_cap_nbytes() == cap
+
+
+@pytest.mark.parametrize(
+    ("memory", "cap"),
+    [(256 << 20, 64 << 20), (4 * GiB, GiB), (100 * GiB, 2 * GiB)],
+    ids=["256MiB", "4GiB", "100GiB"],
+)
+def test_executor_pool_cap_with_memfd_segments_follows_memory_not_dev_shm(monkeypatch, memory, cap):
+    """With memfd segments the pool holds at most a quarter of the memory limit, whatever /dev/shm's size."""
+    from zerocopy_executor import _memfd
+
+    if not _memfd.chosen():
+        pytest.skip("this run makes named segments")
+    monkeypatch.setattr(_memfd, "memory_bytes", lambda: memory)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: pytest.fail("read /dev/shm's size"))
     assert _state._pool_cap_nbytes() == cap

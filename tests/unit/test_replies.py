@@ -55,6 +55,7 @@ def test_a_chunk_reply_decodes_while_unpickled_and_counts(state):
     assert name not in state.live  # released once the pool lets go
 
 
+@pytest.mark.usefixtures("named_segments")  # unlinking by name makes the segment gone
 def test_a_chunk_reply_that_fails_to_decode_becomes_a_decode_failure(state):
     """Unpickling a reply whose segment is gone gives a DecodeFailure holding the error, not an exception."""
     data, session = worker_encoded([np.ones(1 << 16)])

@@ -20,6 +20,9 @@ from zerocopy_executor._errors import SegmentError
 
 TAG = _namespace.new_tag()
 
+# The rules of named segments in /dev/shm (memfd ones: tests/unit/test_memfd.py).
+pytestmark = pytest.mark.usefixtures("named_segments")
+
 
 def shm_path(name: str) -> str:
     return f"/dev/shm/{name}"

@@ -1,0 +1,225 @@
+"""memfd segments: held from 1024 up, reached by /proc or handed over, refused when not the sender's."""
+
+from __future__ import annotations
+
+import fcntl
+import gc
+import multiprocessing
+import os
+import resource
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from zerocopy_executor import _memfd, _segments
+from zerocopy_executor._errors import SegmentError
+
+TAG = "0badcafe"
+
+pytestmark = pytest.mark.skipif(not _memfd._CAN_MAKE, reason="this system makes no memfd")
+
+
+@pytest.fixture(autouse=True)
+def memfd_segments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_memfd.KIND_VARIABLE, "memfd")
+
+
+def held_of(buffer: _segments.SegmentBuffer) -> int:
+    held = buffer.ownership.held
+    assert held is not None
+    return held
+
+
+def released() -> None:
+    gc.collect()
+    _segments.drain_releases()
+
+
+def test_created_segment_is_a_memfd_held_from_1024_up_close_on_exec_and_not_in_dev_shm():
+    """A new segment is an anonymous memfd; its one descriptor is numbered from 1024 up and not inherited."""
+    buffer = _segments.create(1 << 20, tag=TAG)
+    held = held_of(buffer)
+    assert held >= _memfd.FIRST_HELD_FD
+    assert fcntl.fcntl(held, fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    assert os.readlink(f"/proc/self/fd/{held}").startswith(f"/memfd:{buffer.name}")
+    assert not os.path.exists(f"/dev/shm/{buffer.name}")
+    assert _segments.wire_name(buffer) == f"{buffer.name}@{os.getpid()}.{held}"
+
+
+def test_descriptor_closed_when_the_last_view_dies():
+    """The owner closes its held descriptor once nothing views the segment."""
+    view = np.frombuffer(_segments.create(4096, tag=TAG), dtype=np.uint8)
+    held = held_of(_segments.find(*_address_range(view))[0])  # type: ignore[index]
+    del view
+    released()
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        os.fstat(held)
+
+
+def _address_range(view: np.ndarray) -> tuple[int, int]:
+    start = view.__array_interface__["data"][0]
+    return start, start + view.nbytes
+
+
+CHILD_ATTACHES = """
+import sys
+from zerocopy_executor import _segments
+wire, identity = sys.argv[1], tuple(int(x) for x in sys.argv[2].split(","))
+buffer = _segments.attach(wire, identity)
+print(bytes(buffer[:3]).hex(), buffer.ownership.held, flush=True)
+buffer[3] = 9
+"""
+
+
+def test_another_process_maps_it_by_proc_and_keeps_no_descriptor():
+    """Another process opens the owner's descriptor by /proc, keeps none, and its writes reach the owner."""
+    buffer = _segments.create(4096, tag=TAG)
+    buffer[:3] = b"\x01\x02\x03"
+    identity = ",".join(map(str, buffer.identity))
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD_ATTACHES, _segments.wire_name(buffer), identity],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.split() == ["010203", "None"]
+    assert buffer[3] == 9
+
+
+def test_a_location_whose_descriptor_now_names_another_memfd_is_refused():
+    """A receiver refuses a holder's descriptor number that was closed and reused for another segment."""
+    old = _segments.create(4096, tag=TAG)
+    wire, identity = _segments.wire_name(old), old.identity
+    held = held_of(old)
+    del old
+    released()
+    other = _memfd.create("zc_other", 4096)  # often takes the freed number itself
+    try:
+        if other != held:
+            os.dup2(other, held)  # the old number now names another memfd
+        name = wire.partition("@")[0]
+        assert _segments.mapped(name) is None
+        with pytest.raises(SegmentError, match="not the one its sender made"):
+            _segments.attach(wire, identity)
+    finally:
+        if other != held:
+            os.close(held)
+        _memfd.close_held(other)
+
+
+def test_a_location_naming_a_file_is_refused(tmp_path):
+    """A forged location naming an ordinary file (with its identity) is refused: only memfds are mapped."""
+    path = tmp_path / "data"
+    path.write_bytes(b"x" * 4096)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        status = os.fstat(fd)
+        identity = (status.st_uid, status.st_dev, status.st_ino)
+        wire = f"zc_{os.getpid()}_{TAG}0123456789@{os.getpid()}.{fd}"
+        with pytest.raises(SegmentError, match="not anonymous shared memory"):
+            _segments.attach(wire, identity)
+    finally:
+        os.close(fd)
+
+
+HANDED_OVER = """
+import multiprocessing, sys
+from zerocopy_executor import _segments
+# As a pool's worker does, it shares its parent's key, which the receiver proves it has.
+multiprocessing.current_process().authkey = bytes.fromhex(sys.argv[1])
+buffer = _segments.create(4096, tag="0badcafe")
+buffer[:2] = b"hi"
+print(_segments.wire_name(buffer, handover=True), ",".join(map(str, buffer.identity)), flush=True)
+_segments.disown(buffer)
+del buffer
+sys.stdin.readline()  # live (with its sharer) until the receiver has taken it
+"""
+
+
+def test_handed_over_segment_is_received_once_and_held_by_its_receiver():
+    """A segment handed over is taken once by its receiver, which holds it after its sender has exited."""
+    with subprocess.Popen(
+        [sys.executable, "-c", HANDED_OVER, multiprocessing.current_process().authkey.hex()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as sender:
+        assert sender.stdout is not None
+        assert sender.stdin is not None
+        wire, identity_text = sender.stdout.readline().split()
+        identity = tuple(int(x) for x in identity_text.split(","))
+        assert "@h" in wire
+        buffer = _segments.attach(wire, identity)
+        _segments.take_ownership(buffer)
+        assert bytes(buffer[:2]) == b"hi"
+        assert held_of(buffer) >= _memfd.FIRST_HELD_FD
+        sender.stdin.write("\n")
+        sender.stdin.close()
+        assert sender.wait(timeout=60) == 0
+    assert bytes(buffer[:2]) == b"hi"  # the memory outlives its maker: we hold it
+    del buffer
+    released()
+
+
+def test_forked_child_closes_the_descriptors_its_parent_holds():
+    """A forked child holds none of its parent's segments: they die with the parent's views."""
+    buffer = _segments.create(4096, tag=TAG)
+    held = held_of(buffer)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.fstat(held)
+            os.write(write, b"open")
+        except OSError:
+            os.write(write, b"closed")
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 16) == b"closed"
+    os.close(read)
+    os.waitpid(pid, 0)
+    del buffer
+
+
+FEW_DESCRIPTORS = """
+import resource, os
+resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+from zerocopy_executor import _segments
+buffer = _segments.create(4096, tag="0badcafe")
+print(buffer.ownership.held, os.path.exists("/dev/shm/" + buffer.name), flush=True)
+"""
+
+
+def test_process_that_cannot_hold_from_1024_up_makes_named_segments():
+    """Under a hard limit of 1024 descriptors, segments fall back to named ones (which hold none)."""
+    out = subprocess.run(
+        [sys.executable, "-c", FEW_DESCRIPTORS], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "True"]
+
+
+def test_soft_limit_is_raised_toward_the_hard_one_for_held_descriptors():
+    """A soft limit of 1024 under a higher hard one is raised, so segments are held from 1024 up."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard limit ({hard}) leaves no room")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        buffer = _segments.create(4096, tag=TAG)
+        assert held_of(buffer) >= _memfd.FIRST_HELD_FD
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 4096
+        del buffer
+    finally:
+        released()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_kind_variable_rejects_an_unknown_kind(monkeypatch):
+    """A misspelt kind is a clear error, not a silent default."""
+    monkeypatch.setenv(_memfd.KIND_VARIABLE, "memfs")
+    with pytest.raises(ValueError, match="must be 'memfd', 'named' or unset, got 'memfs'"):
+        _memfd.chosen()
