@@ -2,6 +2,7 @@
 
     sudo python benchmarks/container.py --quick   # 128 MB, one round (about a minute)
     sudo python benchmarks/container.py           # 128 and 512 MB, three rounds
+    sudo python benchmarks/container.py --segments named   # the named kind, which lives in /dev/shm
 
 Docker and Kubernetes give a container a 64 MiB /dev/shm unless told otherwise
 (``--shm-size``, a memory-backed emptyDir). Each measurement runs in a child process
@@ -11,6 +12,9 @@ drift hits both alike. In each child: SharedArrayExecutor(2), forkserver, W1 (a 
 argument, a scalar back) and W2 (a large argument, an array of its size back) as
 bench.py defines them, one warm-up call, then the median of the timed calls, and the
 arrays the executor had to pickle (``stats().arrays_pickled``).
+
+Segments are of the kind the package picks (memfd on Linux, which does not live in
+/dev/shm), or of the kind ``--segments`` names.
 
 Prints a Markdown table: per workload and size, the median and range over the rounds
 of each /dev/shm's median, the ratio (64 MiB / large), and the arrays pickled under
@@ -35,6 +39,7 @@ import numpy as np
 from _systems import add_one, sample_sum, start_workers
 
 import zerocopy_executor as zc
+from zerocopy_executor import _memfd
 
 MB = 1 << 20
 SHM_SIZES = {"64 MiB": "64m", "8 GiB": "8g"}
@@ -116,8 +121,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="128 MB only, one round")
     parser.add_argument("--rounds", type=int, default=None, help="rounds in turns (default 3, --quick 1)")
     parser.add_argument("--calls", type=int, default=5, help="timed calls per workload and run")
+    parser.add_argument(
+        "--segments",
+        choices=["memfd", "named"],
+        default=None,
+        help="the kind of segment (default: the package's)",
+    )
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.segments is not None:
+        os.environ["ZEROCOPY_EXECUTOR_SEGMENTS"] = args.segments  # the children inherit it
     if args.child is not None:
         print(json.dumps(child(args.child, args.calls)))
         return 0
@@ -135,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {round_number + 1}: {size} MB under a {label} /dev/shm", file=sys.stderr)
                 for workload, figure in run_child(shm_size, size, args.calls).items():
                     figures.setdefault((workload, size, label), []).append(figure)
-    print(f"SharedArrayExecutor(2), forkserver, {rounds} round(s) in turns, {args.calls} timed calls each\n")
+    kind = args.segments or ("memfd" if _memfd.chosen() else "named")
+    print(
+        f"SharedArrayExecutor(2), forkserver, {kind} segments, {rounds} round(s) in turns, "
+        f"{args.calls} timed calls each\n"
+    )
     print(report(figures, sizes))
     return 0
 

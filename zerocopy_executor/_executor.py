@@ -50,7 +50,7 @@ from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-from . import _codec, _mapping, _namespace, _segments, _shm
+from . import _codec, _handover, _mapping, _memfd, _namespace, _segments, _shm
 from ._config import DEFAULT_MIN_NBYTES, SharingPolicy
 from ._force_shutdown import force_shutdown
 from ._future import CancelSafeFuture, SharedFuture
@@ -146,7 +146,10 @@ class SharedArrayExecutor(ProcessPoolExecutor):
                 raise TypeError(msg)
             extra["max_tasks_per_child"] = max_tasks_per_child
         context = mp_context if mp_context is not None else default_context(max_tasks_per_child)
-        setup = WorkerSetup(os.getpid(), policy, initializer, tuple(initargs), _namespace.new_tag())
+        inbox = _handover.inbox_address() if _memfd.chosen() else None
+        setup = WorkerSetup(
+            os.getpid(), policy, initializer, tuple(initargs), _namespace.new_tag(), inbox=inbox
+        )
         super().__init__(max_workers, context, initialize, (setup,), **extra)
         # After the parent's own checks (max_workers first), which start nothing.
         require_callable(initializer)

@@ -13,10 +13,8 @@ How another process reaches one:
   ``/proc/<owner pid>/fd/<n>``. The opener keeps no descriptor: its mapping needs none
   (see _fdless_mmap). So a process holds one descriptor per segment it owns, none per
   segment it only maps. When the owner's mapping dies, it closes its descriptor.
-- A segment a worker made for a result changes owner: the worker cannot know when the
-  parent has opened it, so it hands the descriptor over through
-  ``multiprocessing.resource_sharer`` (a Unix socket, as ``multiprocessing.reduction``
-  passes descriptors), which keeps a duplicate until the parent takes it.
+- A segment a worker made for a result changes owner: the worker posts its descriptor
+  to the parent before replying (see _handover), since it may exit right after.
 
 A receiver checks that what it opened is a memfd with the (owner uid, device, inode)
 its sender recorded (see _identity), so a descriptor number that was closed and reused
@@ -34,7 +32,6 @@ import contextlib
 import errno
 import os
 import stat
-from multiprocessing import resource_sharer
 
 try:
     import fcntl
@@ -52,14 +49,11 @@ __all__ = [
     "chosen",
     "close_held",
     "create",
-    "hand_over",
     "hold",
     "is_memfd",
-    "keep",
     "location",
     "memory_bytes",
     "open_location",
-    "receive",
 ]
 
 KIND_VARIABLE = "ZEROCOPY_EXECUTOR_SEGMENTS"
@@ -158,12 +152,6 @@ def memory_bytes() -> int | None:
         return None
 
 
-def keep(fd: int) -> None:
-    """Hold fd where it is (a descriptor received when none from 1024 up is left)."""
-    os.set_inheritable(fd, False)
-    _HELD.add(fd)
-
-
 def _raise_soft_limit() -> bool:
     """Double the soft RLIMIT_NOFILE (at least 4096), up to the hard one; return whether it rose.
 
@@ -202,33 +190,6 @@ def open_location(where: str) -> int:
     """
     pid, _, fd = where.partition(".")
     return os.open(f"/proc/{int(pid)}/fd/{int(fd)}", os.O_RDWR | os.O_CLOEXEC)
-
-
-def hand_over(fd: int) -> str:
-    """Lend a duplicate of a held descriptor to whoever receives it next; return its ticket.
-
-    The resource sharer keeps the duplicate until the receiver takes it (see receive),
-    or until this process exits.
-    """
-    (address, key) = resource_sharer.DupFd(fd)._id  # type: ignore[attr-defined]
-    return f"{key}:{address}"
-
-
-def receive(ticket: str) -> int:
-    """Take a descriptor handed over (see hand_over); the caller owns it.
-
-    Raises:
-        OSError: the sender has exited, or the ticket was taken already.
-        ValueError: ticket is not a ticket.
-    """
-    key, _, address = ticket.partition(":")
-    sharer = resource_sharer.DupFd.__new__(resource_sharer.DupFd)
-    sharer._id = (address, int(key))  # type: ignore[attr-defined]
-    try:
-        fd: int = sharer.detach()
-    except (EOFError, ConnectionError, KeyError) as exc:
-        raise OSError(errno.ENOENT, f"the segment handed over as {ticket!r} is gone") from exc
-    return fd
 
 
 def _close_inherited() -> None:

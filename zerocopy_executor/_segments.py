@@ -4,8 +4,8 @@ Segments are memfds on Linux (see _memfd: outside /dev/shm, freed by the kernel 
 the last process holding one goes) and named POSIX segments in /dev/shm elsewhere, or
 when the user asks for them, or when a process cannot hold one more descriptor. Both
 kinds have a name (the key every table uses) and an identity; a memfd's descriptor also
-says where it is reached (``name@<holder pid>.<fd>``, or ``name@h<ticket>`` when handed
-over: see wire_name). Everything below the next paragraph is about named segments, but
+says where it is reached (``name@<holder pid>.<fd>``, or ``name@h`` when handed over:
+see wire_name). Everything below the next paragraph is about named segments, but
 that mappings are found by address and a segment is never mapped twice holds for both.
 
 Each process keeps a table of the segments it has mapped, so that any view of a
@@ -49,7 +49,7 @@ from functools import partial
 from multiprocessing import resource_tracker, util
 from typing import Any
 
-from . import _fd_reserve, _fdless_mmap, _identity, _memfd, _namespace, _reaper
+from . import _fd_reserve, _fdless_mmap, _handover, _identity, _memfd, _namespace, _reaper
 from ._errors import SegmentError
 from ._mapping_table import MappingTable
 from ._shm import posixshmem as _posixshmem  # absent on Windows: see _shm
@@ -90,9 +90,12 @@ class SegmentBuffer(mmap.mmap):
     address: int
     ownership: _Ownership
     # A memfd's holder: "@<pid>.<fd>", where other processes open it (see _memfd); "" for
-    # a named segment. A handover's ticket, while its payload is being made.
+    # a named segment. Whether it was posted for a handover, while its payload is being made.
     location: str = ""
-    ticket: str | None = None
+    posted: bool = False
+    # False for a memfd handed over to a process that had no descriptor to hold it with:
+    # mapped here, but no other process can open it.
+    reachable: bool = True
     # Set by _pool for recycled segments: the current use's lease, and whether the
     # segment may be reused when it dies.
     lease: weakref.ref[Any] | None = None
@@ -267,9 +270,9 @@ def attach(wire: str, identity: _identity.Identity | None, *, populate: bool = F
     buffer = _TABLE.get(name)
     if buffer is not None:
         _identity.check(name, buffer.identity, identity)
-        if where.startswith("h"):  # mapped here already: take the duplicate lent, so its sender lets go
-            with contextlib.suppress(OSError, ValueError):
-                os.close(_memfd.receive(where[1:]))
+        if where == "h":  # mapped here already: close the duplicate posted for it
+            with contextlib.suppress(OSError):
+                os.close(_handover.take(name))
         return buffer
     if _namespace.creator_pid(name) is None:
         msg = f"refusing to attach segment {name!r}: not a zerocopy_executor segment name"
@@ -295,17 +298,18 @@ def _attach_memfd(
     name: str, where: str, identity: _identity.Identity | None, populate: bool
 ) -> SegmentBuffer:
     """Map a memfd: opened where its holder keeps it, or handed over to this process (then held here)."""
-    handed_over = where.startswith("h")
     try:
-        if handed_over:
-            fd = _memfd.receive(where[1:])
+        if where == "h":  # posted to this process by its maker (see _handover)
+            fd = _handover.take(name)
             try:
                 buffer = _map_existing(name, identity, populate, fd, memfd=True)
-            except BaseException:
+                held = _hold_if_room(fd)
+            finally:
                 os.close(fd)
-                raise
-            held = _hold_received(fd)
-            buffer.location = "@" + _memfd.location(held)
+            if held is None:  # mapped, but out of others' reach: sent again, it is copied
+                buffer.reachable, buffer.recyclable = False, False
+            else:
+                buffer.location = "@" + _memfd.location(held)
         else:
             open_held = partial(_memfd.open_location, where)
             buffer = _fd_reserve.with_descriptor(
@@ -322,15 +326,12 @@ def _attach_memfd(
     return buffer
 
 
-def _hold_received(fd: int) -> int:
-    """Hold a descriptor handed over to this process: from 1024 up if it can, else where it is."""
+def _hold_if_room(fd: int) -> int | None:
+    """Hold a duplicate of a descriptor handed over to this process, if one from 1024 up is free."""
     try:
-        held = _memfd.hold(fd)
+        return _memfd.hold(fd)
     except OSError:
-        _memfd.keep(fd)
-        return fd
-    os.close(fd)
-    return held
+        return None
 
 
 def _map_existing(
@@ -495,22 +496,23 @@ def take_ownership(buffer: SegmentBuffer, hooks: tuple[Callable[[str], None], ..
 def disown(buffer: SegmentBuffer) -> None:
     """Hand the segment over: the receiver, not this process, will release it."""
     buffer.ownership.owner_pid = None
-    buffer.ticket = None
+    buffer.posted = False
 
 
 def wire_name(buffer: SegmentBuffer, *, handover: bool = False) -> str:
-    """The name a descriptor of the segment carries: with a memfd's location, or its ticket.
+    """The name a descriptor of the segment carries: with a memfd's location, or "handed over".
 
-    Handing a memfd over lends its receiver a duplicate of the held descriptor (see
-    _memfd.hand_over), once per payload: every view of it in the payload names the same ticket.
+    Handing a memfd over posts a duplicate of the held descriptor to the receiver (see
+    _handover), once per payload: every view of it in the payload says "handed over".
     """
     if not buffer.location:
         return buffer.name
     held = buffer.ownership.held
     if handover and held is not None and buffer.ownership.holder_pid == os.getpid():
-        if buffer.ticket is None:
-            buffer.ticket = "@h" + _memfd.hand_over(held)
-        return buffer.name + buffer.ticket
+        if not buffer.posted:
+            _handover.post(buffer.name, held)
+            buffer.posted = True
+        return buffer.name + "@h"
     return buffer.name + buffer.location
 
 

@@ -205,6 +205,8 @@ class EncodeSession:
     def _shared_already(self, array: NDArray[Any], immutable: bool) -> _arrayref.ArrayRef | None:
         """Array's descriptor if its memory is shared: a segment, a file, or a copy in this payload."""
         found = _arrayref.locate(array)
+        if found is not None and not found[0].reachable:
+            found = None  # no other process can open it: copied like a plain array
         if found is not None and self.handover and not self._result_may_refer(array, found[0], immutable):
             return None  # copied like a plain array
         if found is not None:

@@ -6,6 +6,7 @@ under every start method.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import threading
@@ -20,7 +21,9 @@ from . import (
     _arrays,
     _codec,
     _fork_safety,  # noqa: F401 - imported for its at-fork handler, before any worker is forked
+    _handover,
     _identity,
+    _memfd,
     _namespace,
     _pool,
     _segments,
@@ -54,21 +57,26 @@ class WorkerSetup:
         initializer: the user's initializer, or None.
         initargs: its arguments.
         tag: the executor's tag, put in the names of the segments workers create.
+        inbox: where workers post the memfd segments they hand over (see _handover); None
+            if the parent makes named segments, and then so do its workers.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - what a worker needs, one field each
         self,
         parent_pid: int,
         policy: SharingPolicy,
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],
         tag: str,
+        *,
+        inbox: str | None = None,
     ) -> None:
         self.parent_pid = parent_pid
         self.policy = policy
         self.initializer = initializer
         self.initargs = initargs
         self.tag = tag
+        self.inbox = inbox
 
     def __reduce__(self) -> tuple[Any, ...]:
         # cloudpickle lets a lambda or __main__ function be the initializer; by-reference
@@ -78,12 +86,14 @@ class WorkerSetup:
         never_copy = SharingPolicy(min_nbytes=sys.maxsize)
         session = _codec.EncodeSession(never_copy, _arrays.process_allocator, handover=False)
         init = _codec.encode_call((self.initializer, self.initargs), session)
-        return (_restore_setup, (self.parent_pid, self.policy, init, self.tag))
+        return (_restore_setup, (self.parent_pid, self.policy, init, self.tag, self.inbox))
 
 
-def _restore_setup(parent_pid: int, policy: SharingPolicy, init: _codec.Payload, tag: str) -> WorkerSetup:
+def _restore_setup(
+    parent_pid: int, policy: SharingPolicy, init: _codec.Payload, tag: str, inbox: str | None
+) -> WorkerSetup:
     initializer, initargs = _codec.decode(init)
-    return WorkerSetup(parent_pid, policy, initializer, initargs, tag)
+    return WorkerSetup(parent_pid, policy, initializer, initargs, tag, inbox=inbox)
 
 
 class _MappingCache:
@@ -137,6 +147,10 @@ def initialize(setup: WorkerSetup) -> None:
     """Worker initializer: tag our segments, exit with the parent, run the user's initializer."""
     global _POLICY  # noqa: PLW0603 - one policy per worker process
     _namespace.set_process_tag(setup.tag)
+    if setup.inbox is None:  # the parent could not take a memfd handed over
+        os.environ[_memfd.KIND_VARIABLE] = "named"
+    else:
+        _handover.set_parent_inbox(setup.inbox)
     # Orphaned: release everything of this executor's, ours and the dead parent's.
     release_all = partial(_sweep.release_tagged, setup.tag, orphaned=True)
     exit_with_parent(setup.parent_pid, release_all)

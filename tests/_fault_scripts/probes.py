@@ -34,28 +34,60 @@ TIMEOUT = 60
 
 
 def segments_of(pids: set[int] | list[int]) -> list[str]:
-    """Our segments in /dev/shm created by any of pids (the name carries the creator)."""
+    """Our segments created by any of pids (the name carries the creator) that still exist.
+
+    Named ones in /dev/shm, and memfds (listed as ``memfd:<name>``) that a process on
+    the machine still holds or maps: the kernel frees a memfd once none does.
+    """
     wanted = {str(pid) for pid in pids}
     names = []
-    for name in os.listdir(SHM_DIR):
-        match = SEGMENT_PATTERN.fullmatch(name)
+    for name in [*os.listdir(SHM_DIR), *(f"memfd:{name}" for name in live_memfds())]:
+        match = SEGMENT_PATTERN.fullmatch(name.removeprefix("memfd:"))
         if match and match.group(1) in wanted:
             names.append(name)
     return sorted(names)
 
 
+MEMFD_PATTERN = re.compile(r"/memfd:(zc_[0-9]+_[0-9a-f]{18}) \(deleted\)")
+
+
+def live_memfds() -> dict[str, int]:
+    """Our memfd segments some process on the machine holds (a descriptor) or maps: name -> bytes."""
+    found: dict[str, int] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):  # exited, or not ours to read
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    match = MEMFD_PATTERN.fullmatch(os.readlink(f"/proc/{pid}/fd/{fd}"))
+                    if match:
+                        found[match.group(1)] = os.stat(f"/proc/{pid}/fd/{fd}").st_size
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/maps") as maps:
+            for line in maps:
+                match = MEMFD_PATTERN.search(line)
+                if match and match.group(1) not in found:
+                    start, end = line.split(maxsplit=1)[0].split("-")
+                    found[match.group(1)] = int(end, 16) - int(start, 16)
+    return found
+
+
 def shm_bytes_of(pid: int) -> int:
-    """Total size of the segments pid created that are still linked."""
+    """Total size of the segments pid created that still exist (linked, or a memfd still held)."""
     total = 0
+    memfds = None
     for name in segments_of([pid]):
-        with contextlib.suppress(FileNotFoundError):  # unlinked while we looked
-            total += os.stat(os.path.join(SHM_DIR, name)).st_size
+        if name.startswith("memfd:"):
+            memfds = live_memfds() if memfds is None else memfds
+            total += memfds.get(name.removeprefix("memfd:"), 0)
+        else:
+            with contextlib.suppress(FileNotFoundError):  # unlinked while we looked
+                total += os.stat(os.path.join(SHM_DIR, name)).st_size
     return total
 
 
-def fd_count(pid: int | str = "self") -> int:
-    """Number of open file descriptors of a process."""
-    return len(os.listdir(f"/proc/{pid}/fd"))
+def fd_count(pid: int | str = "self", *, below: int | None = None) -> int:
+    """Number of open file descriptors of a process (numbered below below, if given)."""
+    fds = os.listdir(f"/proc/{pid}/fd")
+    return len(fds) if below is None else sum(int(fd) < below for fd in fds)
 
 
 # --- inside a scenario ---------------------------------------------------------

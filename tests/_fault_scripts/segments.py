@@ -128,12 +128,12 @@ def scenario_pool_cap(start_method: str) -> int:
 
 def _find_new_segment(before: set[str]) -> str:
     (name,) = set(segments_of([os.getpid()])) - before
-    return name
+    return name.removeprefix("memfd:")
 
 
 def _past_end(name: str, n: int) -> int:
     """The offset at which n float64 end 8 bytes past the segment's end (large ones are larger than asked)."""
-    return os.stat(os.path.join(SHM_DIR, name)).st_size - 8 * n + 8
+    return len(_segments.mapped(name)) - 8 * n + 8
 
 
 def scenario_segment_unlinked(start_method: str) -> int:

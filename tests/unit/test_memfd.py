@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import gc
-import multiprocessing
 import os
 import resource
 import subprocess
@@ -13,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from zerocopy_executor import _memfd, _segments
+from zerocopy_executor import _handover, _memfd, _segments
 from zerocopy_executor._errors import SegmentError
 
 TAG = "0badcafe"
@@ -126,42 +125,49 @@ def test_a_location_naming_a_file_is_refused(tmp_path):
 
 
 HANDED_OVER = """
-import multiprocessing, sys
-from zerocopy_executor import _segments
-# As a pool's worker does, it shares its parent's key, which the receiver proves it has.
-multiprocessing.current_process().authkey = bytes.fromhex(sys.argv[1])
+import sys
+from zerocopy_executor import _handover, _segments
+_handover.set_parent_inbox(sys.argv[1])  # as a worker is told its parent's
 buffer = _segments.create(4096, tag="0badcafe")
 buffer[:2] = b"hi"
 print(_segments.wire_name(buffer, handover=True), ",".join(map(str, buffer.identity)), flush=True)
 _segments.disown(buffer)
-del buffer
-sys.stdin.readline()  # live (with its sharer) until the receiver has taken it
 """
 
 
-def test_handed_over_segment_is_received_once_and_held_by_its_receiver():
-    """A segment handed over is taken once by its receiver, which holds it after its sender has exited."""
-    with subprocess.Popen(
-        [sys.executable, "-c", HANDED_OVER, multiprocessing.current_process().authkey.hex()],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
+def test_handed_over_segment_outlives_its_maker_and_is_taken_once():
+    """A segment posted by a process that then exits is received by name, held, and taken only once."""
+    out = subprocess.run(
+        [sys.executable, "-c", HANDED_OVER, _handover.inbox_address()],
+        capture_output=True,
         text=True,
-    ) as sender:
-        assert sender.stdout is not None
-        assert sender.stdin is not None
-        wire, identity_text = sender.stdout.readline().split()
-        identity = tuple(int(x) for x in identity_text.split(","))
-        assert "@h" in wire
-        buffer = _segments.attach(wire, identity)
-        _segments.take_ownership(buffer)
-        assert bytes(buffer[:2]) == b"hi"
-        assert held_of(buffer) >= _memfd.FIRST_HELD_FD
-        sender.stdin.write("\n")
-        sender.stdin.close()
-        assert sender.wait(timeout=60) == 0
-    assert bytes(buffer[:2]) == b"hi"  # the memory outlives its maker: we hold it
+        timeout=60,
+        check=True,
+    )
+    wire, identity_text = out.stdout.split()
+    identity = tuple(int(x) for x in identity_text.split(","))
+    assert wire.endswith("@h")
+    buffer = _segments.attach(wire, identity)  # its maker has exited
+    _segments.take_ownership(buffer)
+    assert bytes(buffer[:2]) == b"hi"
+    assert held_of(buffer) >= _memfd.FIRST_HELD_FD
+    with pytest.raises(OSError, match="never posted"):
+        _handover.take(wire.partition("@")[0])
     del buffer
     released()
+
+
+def test_a_descriptor_posted_twice_under_one_name_is_refused():
+    """Two descriptors posted for one name (one of them planted): neither is taken, both are closed."""
+    first, second = _memfd.create("zc_a", 4096), _memfd.create("zc_b", 4096)
+    try:
+        _handover.post("zc_1_0badcafe0123456789", first)
+        _handover.post("zc_1_0badcafe0123456789", second)
+        with pytest.raises(OSError, match="never posted"):
+            _handover.take("zc_1_0badcafe0123456789")
+    finally:
+        _memfd.close_held(first)
+        _memfd.close_held(second)
 
 
 def test_forked_child_closes_the_descriptors_its_parent_holds():
