@@ -26,7 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT = 150
 OUTLIVE_SECONDS = 10
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+pytestmark = [
+    pytest.mark.segments,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
+]
 
 CONFTEST = """
 import json

@@ -53,6 +53,8 @@ if __name__ == "__main__":
     sys.exit(_fault_scripts.{scenario}(*sys.argv[1:]))
 """
 
+pytestmark = pytest.mark.segments  # run under both kinds of segment (see CONTRIBUTING.md)
+
 
 @dataclass
 class Run:

@@ -25,6 +25,8 @@ from zerocopy_executor import _arrayref
 TIMEOUT = 60
 N = 1 << 18  # float64: 2 MiB
 
+pytestmark = pytest.mark.segments  # run under both kinds of segment (see CONTRIBUTING.md)
+
 
 def eventually(condition, timeout=5.0):
     """Wait for condition(): segments are unlinked by a background reaper, not at once."""

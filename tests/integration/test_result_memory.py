@@ -29,6 +29,8 @@ ROUNDS = 5
 ROOT = Path(__file__).resolve().parents[2]
 needs_allocator = pytest.mark.skipif(not _allocator.AVAILABLE, reason="the C allocator was not built here")
 
+pytestmark = pytest.mark.segments  # run under both kinds of segment (see CONTRIBUTING.md)
+
 
 def test_allocator_built_where_required():
     """CI sets ZC_REQUIRE_ALLOCATOR where a compiler is present: the allocator's tests must run."""

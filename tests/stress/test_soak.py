@@ -15,6 +15,8 @@ LONG_SECONDS = 300
 # could not find (registered twice, or left behind by an orphan), and what a crash or a leak warning prints.
 NOISE = ("resource_tracker", "leaked", "KeyError", "Traceback")
 
+pytestmark = pytest.mark.segments  # run under both kinds of segment (see CONTRIBUTING.md)
+
 
 def run_soak(seconds, tmp_path):
     """Run the soak; fail on a wrong result, an unexpected error, a leaked segment or noise on stderr."""

@@ -229,3 +229,39 @@ def test_kind_variable_rejects_an_unknown_kind(monkeypatch):
     monkeypatch.setenv(_memfd.KIND_VARIABLE, "memfs")
     with pytest.raises(ValueError, match="must be 'memfd', 'named' or unset, got 'memfs'"):
         _memfd.chosen()
+
+
+SHORT_OF_DESCRIPTORS = """
+import os, resource
+import numpy as np
+resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+from zerocopy_executor import _arrays, _handover, _identity, _segments, _sessions
+from zerocopy_executor._config import SharingPolicy
+name = "zc_1_0badcafe0123456789"
+fd = os.memfd_create(name)
+os.ftruncate(fd, 1 << 20)
+identity = _identity.of(os.fstat(fd))
+_handover.post(name, fd)
+os.close(fd)
+buffer = _segments.attach(name + "@h", identity)
+array = np.frombuffer(buffer, dtype=np.float64)
+session = _sessions.EncodeSession(SharingPolicy(), _arrays.process_allocator, handover=False)
+ref = session.place(array)
+held = buffer.ownership.held
+print(buffer.reachable, buffer.recyclable, held, ref.name.startswith(name), sorted(session.tally))
+"""
+
+
+def test_handover_to_a_process_short_of_descriptors_is_mapped_and_copied_when_sent_again():
+    """A process unable to hold a descriptor from 1024 up maps a memfd handed over; sent on, it is copied."""
+    out = subprocess.run(
+        [sys.executable, "-c", SHORT_OF_DESCRIPTORS], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().split(maxsplit=4) == [
+        "False",
+        "False",
+        "None",
+        "False",
+        "['arrays_copied', 'bytes_copied']",
+    ]
