@@ -112,7 +112,7 @@ def scenario_foreign_name(start_method: str, who: str) -> int:
     after_shutdown = tagged(tag)
     # A worker's last act when the parent dies: sweep everything with the tag.
     ours = _segments.create(4096, tag=tag)
-    _segments.disown(ours)
+    _segments.hand_over([ours])
     try:
         orphaned: int | str = _sweep.release_tagged(tag, orphaned=True)
     except Exception as exc:

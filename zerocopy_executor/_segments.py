@@ -59,9 +59,9 @@ __all__ = [
     "adopt_unowned",
     "attach",
     "create",
-    "disown",
     "drain_releases",
     "find",
+    "hand_over",
     "is_owned",
     "mapped",
     "on_release",
@@ -90,9 +90,8 @@ class SegmentBuffer(mmap.mmap):
     address: int
     ownership: _Ownership
     # A memfd's holder: "@<pid>.<fd>", where other processes open it (see _memfd); "" for
-    # a named segment. Whether it was posted for a handover, while its payload is being made.
+    # a named segment.
     location: str = ""
-    posted: bool = False
     # False for a memfd handed over to a process that had no descriptor to hold it with:
     # mapped here, but no other process can open it.
     reachable: bool = True
@@ -493,26 +492,29 @@ def take_ownership(buffer: SegmentBuffer, hooks: tuple[Callable[[str], None], ..
     _unlink_owned_at_process_exit()
 
 
-def disown(buffer: SegmentBuffer) -> None:
-    """Hand the segment over: the receiver, not this process, will release it."""
-    buffer.ownership.owner_pid = None
-    buffer.posted = False
+def hand_over(buffers: list[SegmentBuffer]) -> None:
+    """Hand the segments over: the receiver, not this process, will release them.
+
+    The memfds among them are posted to the receiver first (see _handover): their
+    descriptors say "handed over" (see wire_name), and the receiver takes them by name.
+    """
+    posts = {}
+    for buffer in buffers:
+        held = buffer.ownership.held
+        if buffer.location and held is not None and buffer.ownership.holder_pid == os.getpid():
+            posts[buffer.name] = held
+    if posts:
+        _handover.post(posts)
+    for buffer in buffers:
+        buffer.ownership.owner_pid = None
 
 
 def wire_name(buffer: SegmentBuffer, *, handover: bool = False) -> str:
-    """The name a descriptor of the segment carries: with a memfd's location, or "handed over".
-
-    Handing a memfd over posts a duplicate of the held descriptor to the receiver (see
-    _handover), once per payload: every view of it in the payload says "handed over".
-    """
+    """The name a descriptor of the segment carries: a memfd's says where it is, or "handed over"."""
     if not buffer.location:
         return buffer.name
-    held = buffer.ownership.held
-    if handover and held is not None and buffer.ownership.holder_pid == os.getpid():
-        if not buffer.posted:
-            _handover.post(buffer.name, held)
-            buffer.posted = True
-        return buffer.name + "@h"
+    if handover and buffer.ownership.held is not None and buffer.ownership.holder_pid == os.getpid():
+        return buffer.name + "@h"  # posted with the payload's other segments by hand_over()
     return buffer.name + buffer.location
 
 

@@ -167,9 +167,8 @@ class EncodeSession:
         self.spare, self.pinned, self.copies = [], [], []
 
     def hand_over(self) -> None:
-        """The payload is made: the receiver, not this process, now unlinks its segments."""
-        for buffer in self.handed_over:
-            _segments.disown(buffer)
+        """The payload is made: the receiver, not this process, now releases its segments."""
+        _segments.hand_over(self.handed_over)
         self.handed_over.clear()
 
     def payload(self, data: bytes, start: int) -> Payload:

@@ -22,6 +22,9 @@ from zerocopy_executor import _namespace, _segments, _sweep
 
 FORK = multiprocessing.get_context("fork")  # shares this process's resource tracker
 
+# Sweeping lists /dev/shm: named segments' rules (a memfd needs no sweep).
+pytestmark = pytest.mark.usefixtures("named_segments")
+
 
 def _exists(name: str) -> bool:
     return os.path.exists(f"{_namespace.SHM_DIR}/{name}")
@@ -29,7 +32,7 @@ def _exists(name: str) -> bool:
 
 def _create_and_report(tag: str, names: multiprocessing.connection.Connection, hold: bool) -> None:
     buffer = _segments.create(4096, tag=tag)
-    _segments.disown(buffer)  # left to the sweep, as a worker's unsent result is
+    _segments.hand_over([buffer])  # left to the sweep, as a worker's unsent result is
     names.send(buffer.name)
     if hold:
         names.recv()  # until the test is done with us
@@ -95,7 +98,7 @@ def test_release_tagged_unlinks_each_name_once_when_sweeps_race():
     tag = _namespace.new_tag()
     names = [_segments.create(4096, tag=tag) for _ in range(20)]
     for buffer in names:
-        _segments.disown(buffer)
+        _segments.hand_over([buffer])
     counts: list[int] = []
     sweepers = [
         threading.Thread(target=lambda: counts.append(_sweep.release_tagged(tag, orphaned=True)))
@@ -132,7 +135,7 @@ if __name__ == "__main__":
     name = ours.recv()
     child.join()
     registered = _segments.create(4096, tag=tag)  # and one registered as usual, left behind
-    _segments.disown(registered)
+    _segments.hand_over([registered])
     assert _sweep.release_tagged(tag) == 2
     assert not os.path.exists("/dev/shm/" + name)
     print("ok")

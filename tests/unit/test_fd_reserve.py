@@ -61,7 +61,7 @@ def unmapped_segment(value: int) -> tuple[str, _identity.Identity]:
     """A live segment filled with value that this process does not map (nor own): name, identity."""
     buffer = _segments.create(4096, tag=TAG)
     np.frombuffer(buffer, dtype=np.uint8)[:] = value
-    _segments.disown(buffer)  # its mapping's death must not unlink it
+    _segments.hand_over([buffer])  # its mapping's death must not unlink it
     name, identity = buffer.name, buffer.identity
     del buffer
     gc.collect()

@@ -33,7 +33,7 @@ def mapped_then_dropped(nbytes: int = 4096) -> tuple[str, tuple[int, int, int]]:
     """A segment's name and identity, its mapping here gone but the name still linked (and registered)."""
     buffer = _segments.create(nbytes, tag=TAG)
     name, identity = buffer.name, buffer.identity
-    _segments.disown(buffer)  # as a worker does with a result it hands over
+    _segments.hand_over([buffer])  # as a worker does with a result it hands over
     del buffer
     collect()
     assert os.path.exists(shm_path(name))

@@ -131,7 +131,7 @@ _handover.set_parent_inbox(sys.argv[1])  # as a worker is told its parent's
 buffer = _segments.create(4096, tag="0badcafe")
 buffer[:2] = b"hi"
 print(_segments.wire_name(buffer, handover=True), ",".join(map(str, buffer.identity)), flush=True)
-_segments.disown(buffer)
+_segments.hand_over([buffer])
 """
 
 
@@ -161,8 +161,8 @@ def test_a_descriptor_posted_twice_under_one_name_is_refused():
     """Two descriptors posted for one name (one of them planted): neither is taken, both are closed."""
     first, second = _memfd.create("zc_a", 4096), _memfd.create("zc_b", 4096)
     try:
-        _handover.post("zc_1_0badcafe0123456789", first)
-        _handover.post("zc_1_0badcafe0123456789", second)
+        _handover.post({"zc_1_0badcafe0123456789": first})
+        _handover.post({"zc_1_0badcafe0123456789": second})
         with pytest.raises(OSError, match="never posted"):
             _handover.take("zc_1_0badcafe0123456789")
     finally:
@@ -241,7 +241,7 @@ name = "zc_1_0badcafe0123456789"
 fd = os.memfd_create(name)
 os.ftruncate(fd, 1 << 20)
 identity = _identity.of(os.fstat(fd))
-_handover.post(name, fd)
+_handover.post({name: fd})
 os.close(fd)
 buffer = _segments.attach(name + "@h", identity)
 array = np.frombuffer(buffer, dtype=np.float64)

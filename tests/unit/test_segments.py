@@ -121,7 +121,7 @@ def test_unlink_is_idempotent():
     buffer = _segments.create(4096, tag=TAG)
     assert _segments.unlink(buffer.name) is True
     assert _segments.unlink(buffer.name) is False
-    _segments.disown(buffer)
+    _segments.hand_over([buffer])
 
 
 def test_find_locates_any_view():
