@@ -41,6 +41,7 @@ except ImportError:  # Windows, which has no memfd either (see _probe)
 else:
     _POSIX = True
 
+from . import _memory_limit
 from ._fork_safety import at_fork
 
 __all__ = [
@@ -139,13 +140,9 @@ def hold(fd: int) -> int:
 
 def memory_bytes() -> int | None:
     """The memory memfd segments may use: the cgroup's limit (a container's), else the machine's."""
-    try:
-        with open("/sys/fs/cgroup/memory.max") as limit:
-            text = limit.read().strip()
-        if text != "max":
-            return int(text)
-    except (OSError, ValueError):
-        pass
+    limit = _memory_limit.limit_bytes()
+    if limit is not None:
+        return limit
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError):

@@ -49,7 +49,7 @@ from functools import partial
 from multiprocessing import resource_tracker, util
 from typing import Any
 
-from . import _fd_reserve, _fdless_mmap, _handover, _identity, _memfd, _namespace, _reaper
+from . import _fd_reserve, _fdless_mmap, _handover, _identity, _memfd, _memory_limit, _namespace, _reaper
 from ._errors import SegmentError
 from ._mapping_table import MappingTable
 from ._shm import posixshmem as _posixshmem  # absent on Windows: see _shm
@@ -171,6 +171,7 @@ def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = 
             example /dev/shm is full, or no file descriptor is left); nothing is
             left behind.
     """
+    _check_memory_limit(nbytes)
     name = _namespace.new_name(tag)
     buffer = _create_memfd(name, nbytes) if _memfd.chosen() else None
     held = None if buffer is None else buffer.ownership.held
@@ -184,6 +185,17 @@ def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = 
     _adopt(buffer, os.getpid(), hooks, held)
     _unlink_owned_at_process_exit()
     return buffer
+
+
+def _check_memory_limit(nbytes: int) -> None:
+    """Refuse a segment the memory limit has no room for: reserving it would wake the OOM killer."""
+    room = _memory_limit.room_bytes()
+    if room is not None and nbytes > room:
+        msg = (
+            f"cannot create a segment of {nbytes} bytes: the memory limit (a container's) leaves "
+            f"{room} bytes; raise it (for Docker: --memory) or share smaller arrays"
+        )
+        raise SegmentError(msg)
 
 
 def _create_memfd(name: str, nbytes: int) -> SegmentBuffer | None:

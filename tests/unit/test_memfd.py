@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gc
 import os
@@ -265,3 +266,53 @@ def test_handover_to_a_process_short_of_descriptors_is_mapped_and_copied_when_se
         "False",
         "['arrays_copied', 'bytes_copied']",
     ]
+
+
+AT_THE_MEMORY_LIMIT = """
+import zerocopy_executor as zc
+try:
+    zc.empty((300 << 20) // 8)
+except zc.SegmentError as error:
+    print(error)
+"""
+
+
+def _memory_cgroup(tmp_name: str, limit: int) -> str | None:
+    """A new memory cgroup (v1 or v2) limited to limit bytes, or None if this process cannot make one."""
+    for root, limit_file in (
+        ("/sys/fs/cgroup/memory", "memory.limit_in_bytes"),
+        ("/sys/fs/cgroup", "memory.max"),
+    ):
+        if not os.path.exists(f"{root}/{limit_file}") and not os.path.exists(f"{root}/cgroup.procs"):
+            continue
+        path = f"{root}/{tmp_name}"
+        try:
+            os.mkdir(path)
+            with open(f"{path}/{limit_file}", "w") as limit_out:
+                limit_out.write(str(limit))
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+            continue
+        return path
+    return None
+
+
+def test_a_segment_past_the_memory_limit_is_a_clear_error_not_the_oom_killer():
+    """In a container limited to 200 MiB, a 300 MiB segment is refused with SegmentError, not OOM-killed."""
+    cgroup = _memory_cgroup(f"zerocopy-test-{os.getpid()}", 200 << 20)
+    if cgroup is None:
+        pytest.skip("cannot make a memory cgroup here (needs root and a writable cgroup mount)")
+    try:
+        enter = f'echo $$ > {cgroup}/cgroup.procs && exec "$0" "$@"'
+        out = subprocess.run(
+            ["/bin/sh", "-c", enter, sys.executable, "-c", AT_THE_MEMORY_LIMIT],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.rmdir(cgroup)
+    assert out.returncode == 0, f"killed ({out.returncode}): {out.stderr}"
+    assert "cannot create a segment of 314572800 bytes: the memory limit" in out.stdout, out.stdout
