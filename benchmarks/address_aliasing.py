@@ -7,7 +7,7 @@ one array is read while another is written exactly a multiple of 256 MiB away, t
 lines collide on every access. This times ``np.multiply(a, 2, out=b)`` over 128 MiB with
 ``b`` at several distances after ``a`` inside one shared segment (median of 9, taken in
 turns), then says how far apart two arrays made one after the other with
-``zerocopy_executor.empty`` lie (see ``_segments._staggered``), and runs ``return a * 2``
+``zerocopy_executor.empty`` lie (see ``_segment_buffer.staggered``), and runs ``return a * 2``
 over 128 MiB on 12 fresh executors (3 calls each after a warm-up; fork, forkserver and
 spawn in turn): how many results were born exactly a multiple of 256 MiB from their
 argument in the worker, and the worker's time for the multiply. On a CPU without such a

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import _processes
+from tests._fault_scripts.probes import live_memfds
 
 SEGMENT_PREFIX = "zc_"
 SHM_DIR = "/dev/shm"
@@ -79,12 +80,19 @@ def shm_is_private() -> bool:
 
 
 def our_segments() -> set[str]:
-    """Our project's names in /dev/shm, made by this process or its descendants."""
+    """Our segments made by this process or its descendants that still exist.
+
+    Named ones in /dev/shm, and memfds (as ``memfd:<name>``) that this process or a
+    descendant still holds or maps: the kernel frees a memfd once none does. Only this
+    process's tree is searched: another test run's memfds are not ours to count.
+    """
     try:
         names = [n for n in os.listdir(SHM_DIR) if n.startswith(SEGMENT_PREFIX)]
     except FileNotFoundError:
-        return set()
-    return {n for n in names if not _is_foreign(n)}
+        names = []
+    tree = [os.getpid(), *_processes.descendants(os.getpid())]
+    names += [f"memfd:{name}" for name in live_memfds(tree)]
+    return {n for n in names if not _is_foreign(n.removeprefix("memfd:"))}
 
 
 def leakable_segments() -> set[str]:
@@ -100,20 +108,6 @@ def leakable_segments() -> set[str]:
     return names
 
 
-def held_memfds() -> set[tuple[int, str]]:
-    """This process's descriptors of our memfd segments, as (number, target).
-
-    A memfd leaves nothing in /dev/shm: the one a process keeps by mistake shows here.
-    """
-    held = set()
-    for entry in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            target = os.readlink(f"/proc/self/fd/{entry}")
-            if target.startswith("/memfd:zc_"):
-                held.add((int(entry), target))
-    return held
-
-
 def our_processes() -> dict[int, int]:
     """Every live process under this one (pid -> start time), but the session-long helpers."""
     helpers = _processes.long_lived_helpers()
@@ -126,6 +120,8 @@ def describe_segment(name: str) -> str:
         size = os.stat(f"{SHM_DIR}/{name}").st_size
     except OSError:
         size = -1
+    if name.startswith("memfd:"):
+        return f"{name} (a memfd still held or mapped in this tree)"
     if not name.startswith(SEGMENT_PREFIX):
         return f"{name} ({size} bytes, not ours by name)"
     pid = name.split("_")[1]
@@ -168,27 +164,23 @@ def subreaper() -> bool:
 
 @pytest.fixture(autouse=True)
 def leak_guard(subreaper: bool) -> Iterator[None]:
-    """Fail a test that leaves a segment (in /dev/shm, or a memfd held here) or a process of its tree."""
+    """Fail a test that leaves a segment (in /dev/shm, or a memfd in its tree) or a process of its tree."""
     segments_before = leakable_segments()
-    memfds_before = held_memfds()
     processes_before = our_processes()
     yield
     deadline = time.monotonic() + LEAK_WAIT_SECONDS
     while True:
         _collect_garbage()
         leaked = leakable_segments() - segments_before
-        memfds = held_memfds() - memfds_before
         alive = {p: t for p, t in our_processes().items() if processes_before.get(p) != t}
-        if not leaked and not alive and not memfds:
+        if not leaked and not alive:
             return
         if time.monotonic() > deadline:
             break
         time.sleep(0.05)
     problems = []
     if leaked:
-        problems.append(f"segments left in {SHM_DIR}: {[describe_segment(n) for n in sorted(leaked)]}")
-    if memfds:
-        problems.append(f"memfd segments still held: {sorted(memfds)}")
+        problems.append(f"segments left: {[describe_segment(n) for n in sorted(leaked)]}")
     if alive:
         problems.append(f"processes still alive: {[describe_process(p) for p in sorted(alive)]}")
     _clean_up(alive, leaked)

@@ -1,38 +1,22 @@
-"""Segment lifetime: create, attach and release shared memory, of two kinds.
+"""Segment lifetime: create, attach, hand over and release shared memory, of two kinds.
 
 Segments are memfds on Linux (see _memfd: outside /dev/shm, freed by the kernel when
-the last process holding one goes) and named POSIX segments in /dev/shm elsewhere, or
-when the user asks for them, or when a process cannot hold one more descriptor. Both
-kinds have a name (the key every table uses) and an identity; a memfd's descriptor also
-says where it is reached (``name@<holder pid>.<fd>``, or ``name@h`` when handed over:
-see wire_name). Everything below the next paragraph is about named segments, but
-that mappings are found by address and a segment is never mapped twice holds for both.
+the last process holding one goes) and named POSIX segments in /dev/shm elsewhere, when
+the user asks for them (``ZEROCOPY_EXECUTOR_SEGMENTS=named``), or made by a process
+that cannot hold one more descriptor (see _named). This module is the seam: the rest of
+the package sees a SegmentBuffer (see _segment_buffer), a name and an identity, whatever
+the kind. A memfd's descriptor also says where it is reached: ``name@<holder pid>.<fd>``,
+or ``name@h`` when handed over (see wire_name).
 
 Each process keeps a table of the segments it has mapped, so that any view of a
 shared array (a slice, a transpose, a view made by another library) is found by its
 address, and so that a segment already mapped here is never mapped twice: a result that
 is a view of a shared input then truly aliases it (see _mapping_table).
 
-The rules that keep /dev/shm clean:
-
-- The creator registers the segment with the resource tracker, once. Every process of
-  a pool shares that tracker, so attaching never registers (gh-82300: before 3.13
-  ``SharedMemory(name=...)`` registers on attach, hence the use of ``_posixshmem``).
-- Whoever's ``shm_unlink`` succeeds unregisters it, once; unlinking is atomic, so two
-  cleaners (an owner and the executor's sweep, see _sweep) never both unregister.
-- Pages are reserved with ``posix_fallocate`` at creation: on a full tmpfs the first
-  write to an unbacked page raises SIGBUS, a reserved one cannot.
-- The process that owns a segment unlinks it when its last view is garbage-collected
-  (or at interpreter exit). Unlinking while mapped is fine on POSIX: other processes
-  keep their mappings, only the name goes away.
-- Names (see _namespace) are short, random, never reused, created with ``O_EXCL`` and
-  mode 0600, and carry the creator's pid and its executor's tag.
-- A mapping keeps no file descriptor (see _fdless_mmap), so live shared arrays are
-  bounded by memory, not by ``ulimit -n``; the descriptor needed for a moment to map
-  one comes from a reserve when the process has none left (see _fd_reserve).
-- A large segment is made a little larger than asked, by an amount that changes from
-  one segment to the next (see _staggered), so that two arrays are seldom a multiple
-  of 256 MiB apart in any process.
+The process that owns a segment releases it when its last view is garbage-collected
+(or at its exit): it unlinks a named one (other processes keep their mappings, only
+the name goes away), and closes the descriptor it holds of a memfd. Ownership passes
+from a worker to the parent with a result (see hand_over, take_ownership).
 """
 
 from __future__ import annotations
@@ -40,19 +24,27 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
-import itertools
-import mmap
 import os
 import weakref
 from collections.abc import Callable
 from functools import partial
-from multiprocessing import resource_tracker, util
-from typing import Any
+from multiprocessing import util
 
-from . import _fd_reserve, _fdless_mmap, _handover, _identity, _memfd, _memory_limit, _namespace, _reaper
+from . import (
+    _fd_reserve,
+    _handover,
+    _identity,
+    _memfd,
+    _memory_limit,
+    _named,
+    _namespace,
+    _reaper,
+    _segment_buffer,
+)
 from ._errors import SegmentError
 from ._mapping_table import MappingTable
-from ._shm import posixshmem as _posixshmem  # absent on Windows: see _shm
+from ._named import unlink, unlink_leftover
+from ._segment_buffer import Ownership, SegmentBuffer
 
 __all__ = [
     "SegmentBuffer",
@@ -72,89 +64,7 @@ __all__ = [
     "wire_name",
 ]
 
-_RTYPE = "shared_memory"
-
-# Large segments get 1 to STAGGER_STEPS times STAGGER_STEP bytes more than asked for,
-# in turn (see _staggered).
-STAGGER_FROM = 4 << 20
-STAGGER_STEP = 4096
-STAGGER_STEPS = 64
-_stagger_turns = itertools.count(os.getpid())
-
-
-class SegmentBuffer(mmap.mmap):
-    """A read-write mapping of one named segment (no descriptor kept); arrays view it as their buffer."""
-
-    name: str
-    identity: _identity.Identity  # what a receiver checks the name against (see _identity)
-    address: int
-    ownership: _Ownership
-    # A memfd's holder: "@<pid>.<fd>", where other processes open it (see _memfd); "" for
-    # a named segment.
-    location: str = ""
-    # False for a memfd handed over to a process that had no descriptor to hold it with:
-    # mapped here, but no other process can open it.
-    reachable: bool = True
-    # Set by _pool for recycled segments: the current use's lease, and whether the
-    # segment may be reused when it dies.
-    lease: weakref.ref[Any] | None = None
-    recyclable: bool = True
-    # Set by _arrays for a segment it allocated: the root every array made there views,
-    # alive as long as one of them is (a worker checks it before handing the segment over).
-    views: weakref.ref[Any] | None = None
-
-
-class _Ownership:
-    """Who releases a segment when its mapping dies, the memfd descriptor held, and who to tell."""
-
-    __slots__ = ("held", "holder_pid", "hooks", "name", "owner_pid")
-
-    def __init__(self, name: str, owner_pid: int | None, held: int | None) -> None:
-        self.name = name
-        self.owner_pid = owner_pid
-        # A memfd's held descriptor (see _memfd), closed by the process that holds it when
-        # its mapping dies, whoever owns the segment by then.
-        self.held = held
-        self.holder_pid = os.getpid()
-        self.hooks: list[Callable[[str], None]] = []
-
-
 _TABLE: MappingTable[SegmentBuffer] = MappingTable()
-
-
-def _map(fd: int, status: os.stat_result, name: str, *, populate: bool, location: str = "") -> SegmentBuffer:
-    # Pre-faulting a whole mapping in one call costs a fraction of faulting it page by
-    # page, but is wasted on a task that touches a slice of a big shared array.
-    buffer, address = _fdless_mmap.map_shared(SegmentBuffer, fd, status.st_size, populate=populate)
-    buffer.name, buffer.identity = name, _identity.of(status)
-    buffer.address, buffer.location = address, location
-    return buffer
-
-
-def _reserve(fd: int, nbytes: int) -> None:
-    """Back every page now, so a full tmpfs is an OSError here, not SIGBUS later."""
-    fallocate = getattr(os, "posix_fallocate", None)
-    if fallocate is None:  # macOS: no fallocate; its shm is not a size-limited tmpfs
-        return
-    fallocate(fd, 0, nbytes)
-
-
-def _staggered(nbytes: int) -> int:
-    """The size to give a segment asked for nbytes: a large one gets 4 to 256 KiB more, in turn.
-
-    AMD Zen cores pick an L1 cache way by a hash of virtual address bits 12 to 27 (the
-    "utag" of AMD's optimization guide; Lipp et al., "Take A Way", 2020), so an array
-    read while another is written exactly 256 MiB (or a multiple) away collide on every
-    line: ``np.multiply(a, 2, out=b)`` over 128 MiB took 11.6 ms instead of 9.0 here.
-    The kernel puts a large mapping at the top of a free gap, and the gaps between
-    glibc's 64 MiB-aligned malloc arenas end at aligned addresses, so two segments of
-    one size would start the same distance below such ends: often a multiple of 256 MiB
-    apart. Segments made one after the other (an argument and its result's) differ in
-    size instead; one page apart is as fast as far apart.
-    """
-    if nbytes < STAGGER_FROM:
-        return nbytes
-    return nbytes + STAGGER_STEP * (1 + next(_stagger_turns) % STAGGER_STEPS)
 
 
 def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = ()) -> SegmentBuffer:
@@ -162,7 +72,7 @@ def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = 
 
     Args:
         nbytes: size in bytes, at least 1 (a large segment gets a little more, see
-            _staggered).
+            _segment_buffer.staggered).
         tag: the tag of the executor the segment belongs to (see _namespace).
         hooks: called with the name after this process unlinks the segment.
 
@@ -176,12 +86,7 @@ def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = 
     buffer = _create_memfd(name, nbytes) if _memfd.chosen() else None
     held = None if buffer is None else buffer.ownership.held
     if buffer is None:
-        path = "/" + name
-        open_new = partial(_posixshmem.shm_open, path, os.O_CREAT | os.O_EXCL | os.O_RDWR, mode=0o600)
-        try:
-            buffer = _fd_reserve.with_descriptor(open_new, partial(_fill_new, name, nbytes))
-        except OSError as exc:
-            raise SegmentError(_failure(f"cannot create a segment of {nbytes} bytes", exc)) from exc
+        buffer = _named.create(name, nbytes)
     _adopt(buffer, os.getpid(), hooks, held)
     _unlink_owned_at_process_exit()
     return buffer
@@ -205,64 +110,22 @@ def _create_memfd(name: str, nbytes: int) -> SegmentBuffer | None:
         SegmentError: its memory could not be reserved (the memory limit is reached).
     """
     try:
-        held = _memfd.create(name, _staggered(nbytes))
+        held = _memfd.create(name, _segment_buffer.staggered(nbytes))
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             return None  # a named segment holds no descriptor
         raise SegmentError(
-            _failure(f"cannot reserve {nbytes} bytes of shared memory", exc, memfd=True)
+            _segment_buffer.failure(f"cannot reserve {nbytes} bytes of shared memory", exc, memfd=True)
         ) from exc
     try:
-        buffer = _map(held, os.fstat(held), name, populate=True, location="@" + _memfd.location(held))
+        buffer = _segment_buffer.map_fd(
+            held, os.fstat(held), name, populate=True, location="@" + _memfd.location(held)
+        )
     except BaseException:
         _memfd.close_held(held)
         raise
-    buffer.ownership = _Ownership(name, None, held)  # until create() adopts it
+    buffer.ownership = Ownership(name, None, held)  # until create() adopts it
     return buffer
-
-
-def _fill_new(name: str, nbytes: int, fd: int) -> SegmentBuffer:
-    """Register, size, reserve and map the segment just created as fd; unlink it if that fails."""
-    # After the name exists: a registration with no segment behind it would make the
-    # tracker warn at exit. A process killed between the two steps leaves a segment
-    # unregistered, which unlink_leftover() copes with.
-    try:
-        # Starts the tracker if this process has none yet: a pipe and a process, which
-        # fail when no descriptor is left. Then the name must not outlive the failure.
-        resource_tracker.register("/" + name, _RTYPE)
-    except BaseException:
-        _posixshmem.shm_unlink("/" + name)
-        raise
-    size = _staggered(nbytes)
-    try:
-        os.ftruncate(fd, size)
-        _reserve(fd, size)
-        return _map(fd, os.fstat(fd), name, populate=True)
-    except OSError as exc:
-        unlink(name)
-        raise SegmentError(_failure(f"cannot reserve {nbytes} bytes of shared memory", exc)) from exc
-    except BaseException:
-        unlink(name)
-        raise
-
-
-def _failure(what: str, exc: OSError, *, memfd: bool = False) -> str:
-    """Say what failed, why, and what to do about it."""
-    if exc.errno in (errno.EMFILE, errno.ENFILE):
-        # Mappings hold none (see _fdless_mmap): the process's own files fill the table.
-        remedy = "too many files are open: raise the limit (ulimit -n) or close some files"
-    elif memfd and exc.errno in (errno.ENOSPC, errno.ENOMEM):
-        remedy = (
-            "the memory limit is reached (a container's or the machine's): raise it (for Docker: "
-            "--memory) or share smaller arrays"
-        )
-    elif exc.errno in (errno.ENOSPC, errno.ENOMEM):
-        free = _namespace.shm_free_bytes()
-        room = f"{_namespace.SHM_DIR} has {free} bytes free" if free is not None else "shared memory is full"
-        remedy = f"{room}; enlarge /dev/shm (for Docker: --shm-size) or share smaller arrays"
-    else:
-        remedy = "check that /dev/shm is a writable tmpfs"
-    return f"{what}: {exc}; {remedy}"
 
 
 def attach(wire: str, identity: _identity.Identity | None, *, populate: bool = False) -> SegmentBuffer:
@@ -290,17 +153,7 @@ def attach(wire: str, identity: _identity.Identity | None, *, populate: bool = F
         raise SegmentError(msg)
     if where:
         return _attach_memfd(name, where, identity, populate)
-    open_existing = partial(_posixshmem.shm_open, "/" + name, os.O_RDWR, mode=0o600)
-    try:
-        buffer = _fd_reserve.with_descriptor(open_existing, partial(_map_existing, name, identity, populate))
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:
-            raise SegmentError(_failure(f"cannot open segment {name!r}", exc)) from exc
-        msg = (
-            f"segment {name!r} was unlinked before this process attached it; keep the "
-            "array (and the executor) alive until the futures that use it finish"
-        )
-        raise SegmentError(msg) from exc
+    buffer = _named.open_existing(name, identity, populate)
     _adopt(buffer, None, ())
     return buffer
 
@@ -313,7 +166,7 @@ def _attach_memfd(
         if where == "h":  # posted to this process by its maker (see _handover)
             fd = _handover.take(name)
             try:
-                buffer = _map_existing(name, identity, populate, fd, memfd=True)
+                buffer = _segment_buffer.map_checked(name, identity, populate, fd, memfd=True)
                 held = _hold_if_room(fd)
             finally:
                 os.close(fd)
@@ -324,7 +177,7 @@ def _attach_memfd(
         else:
             open_held = partial(_memfd.open_location, where)
             buffer = _fd_reserve.with_descriptor(
-                open_held, partial(_map_existing, name, identity, populate, memfd=True)
+                open_held, partial(_segment_buffer.map_checked, name, identity, populate, memfd=True)
             )
             buffer.location, held = "@" + where, None
     except (OSError, ValueError) as exc:
@@ -345,33 +198,13 @@ def _hold_if_room(fd: int) -> int | None:
         return None
 
 
-def _map_existing(
-    name: str, identity: _identity.Identity | None, populate: bool, fd: int, *, memfd: bool = False
-) -> SegmentBuffer:
-    """Map the segment open as fd, if it is the one its sender made (and a memfd, if it should be)."""
-    try:
-        status = os.fstat(fd)
-        _identity.check(name, _identity.of(status), identity)
-        if memfd and not _memfd.is_memfd(status):
-            msg = (
-                f"refusing to map segment {name!r}: its descriptor names a file, not anonymous shared memory"
-            )
-            raise SegmentError(msg)
-        if status.st_size == 0:
-            msg = f"segment {name!r} is empty; it was truncated or replaced behind our back"
-            raise SegmentError(msg)
-        return _map(fd, status, name, populate=populate)
-    except OSError as exc:
-        raise SegmentError(_failure(f"cannot map segment {name!r}", exc)) from exc
-
-
 def _adopt(
     buffer: SegmentBuffer,
     owner_pid: int | None,
     hooks: tuple[Callable[[str], None], ...],
     held: int | None = None,
 ) -> None:
-    ownership = _Ownership(buffer.name, owner_pid, held)
+    ownership = Ownership(buffer.name, owner_pid, held)
     ownership.hooks.extend(hooks)
     buffer.ownership = ownership
     ref = _TABLE.add(buffer)
@@ -391,7 +224,7 @@ def mapped(name: str) -> SegmentBuffer | None:
     return _TABLE.get(name)
 
 
-def _mapping_died(ref: weakref.ref[SegmentBuffer], ownership: _Ownership) -> None:
+def _mapping_died(ref: weakref.ref[SegmentBuffer], ownership: Ownership) -> None:
     _TABLE.drop(ref)
     _release(ownership)
 
@@ -427,7 +260,7 @@ def _unlink_owned_at_process_exit() -> None:
 _EXIT_HOOK_PID = [0]
 
 
-def _release(ownership: _Ownership) -> None:
+def _release(ownership: Ownership) -> None:
     # Under fork a child inherits its parent's mappings and their finalizers: only the
     # owning process may unlink, once (at exit both atexit and multiprocessing's
     # finalizers may come here); only the holding process closes a memfd's descriptor.
@@ -445,46 +278,6 @@ def _release(ownership: _Ownership) -> None:
         unlink(ownership.name, unregister_if_gone=True)
     for hook in ownership.hooks:
         hook(ownership.name)
-
-
-def unlink(
-    name: str, *, unregister_if_gone: bool = False, identity: _identity.Identity | None = None
-) -> bool:
-    """Remove a segment's name; return False if it was already gone.
-
-    The caller whose unlink succeeds is the one that unregisters it from the resource
-    tracker, so the tracker sees exactly one unregister for its one register. An owner
-    passes ``unregister_if_gone``: nobody else unregisters a segment its owner still
-    holds (a sweep spares running creators and what the sweeping process owns). Given
-    the segment's identity, a name that now stands for another file counts as gone.
-    """
-    if "@" in name:  # a memfd: its holders close it, nothing unlinks it
-        return False
-    path = "/" + name
-    gone = identity is not None and not _identity.stands_for(name, identity)
-    try:
-        if not gone:
-            _posixshmem.shm_unlink(path)
-    except FileNotFoundError:
-        gone = True
-    if not gone or unregister_if_gone:
-        resource_tracker.unregister(path, _RTYPE)
-    return not gone
-
-
-def unlink_leftover(name: str) -> bool:
-    """Unlink a segment a dead creator left (a sweep); return False if it was already gone.
-
-    Registered first (its creator may have died before registering it; the tracker keeps
-    a set), so the unregister that follows matches one. One sweeper per name (the
-    executor's parent, one sweep at a time): two would unregister it twice.
-    """
-    path = "/" + name
-    resource_tracker.register(path, _RTYPE)
-    if unlink(name):  # it unregisters
-        return True
-    resource_tracker.unregister(path, _RTYPE)
-    return False
 
 
 def find(low: int, high: int) -> tuple[SegmentBuffer, int] | None:

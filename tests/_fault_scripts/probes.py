@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import os
 import re
+from collections.abc import Iterable
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -51,10 +52,10 @@ def segments_of(pids: set[int] | list[int]) -> list[str]:
 MEMFD_PATTERN = re.compile(r"/memfd:(zc_[0-9]+_[0-9a-f]{18}) \(deleted\)")
 
 
-def live_memfds() -> dict[str, int]:
-    """Our memfd segments some process on the machine holds (a descriptor) or maps: name -> bytes."""
+def live_memfds(pids: Iterable[int] | None = None) -> dict[str, int]:
+    """Our memfds a process (of pids; any on the machine if None) holds or maps: name -> bytes."""
     found: dict[str, int] = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in filter(str.isdigit, os.listdir("/proc")) if pids is None else map(str, pids):
         with contextlib.suppress(OSError):  # exited, or not ours to read
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 with contextlib.suppress(OSError):

@@ -86,7 +86,7 @@ def test_next_lend_is_sized_like_the_result_not_its_segment(mp_context):
     """After a result born in a lent segment, the next lend asks for the result's size.
 
     A large segment is a little larger than asked, each by its own amount (see
-    _segments._staggered): asking for the size of the segment the result was born in
+    _segment_buffer.staggered): asking for the size of the segment the result was born in
     would outgrow the pooled segments round after round, and every result of a map()
     would need a fresh one (W4 at 512 MB: 2.4 s per call instead of 0.14).
     """

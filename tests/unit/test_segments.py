@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import zerocopy_executor as zc
-from zerocopy_executor import _arrayref, _namespace, _pool, _segments
+from zerocopy_executor import _arrayref, _namespace, _pool, _segment_buffer, _segments
 from zerocopy_executor._errors import SegmentError
 
 TAG = _namespace.new_tag()
@@ -65,21 +65,21 @@ def test_large_segments_one_after_another_differ_in_size():
     """Large segments get a few pages more, never the same number twice in a row; small ones get none.
 
     So that two arrays are seldom a multiple of 256 MiB apart (AMD's L1 way predictor,
-    see _segments._staggered); a staggered segment still fits the pool's rule for its size.
+    see _segment_buffer.staggered); a staggered segment still fits the pool's rule for its size.
     """
     nbytes = 8 << 20
     sizes = []
-    for _ in range(_segments.STAGGER_STEPS + 1):
+    for _ in range(_segment_buffer.STAGGER_STEPS + 1):
         buffer = _segments.create(nbytes, tag=TAG)
         sizes.append(len(buffer))
         assert os.stat(shm_path(buffer.name)).st_size == len(buffer)
         del buffer
-    assert all(nbytes < size <= nbytes + _segments.STAGGER_STEPS * 4096 for size in sizes)
+    assert all(nbytes < size <= nbytes + _segment_buffer.STAGGER_STEPS * 4096 for size in sizes)
     assert all(size % 4096 == 0 and _pool.fits(size, nbytes) for size in sizes)
     assert all(earlier != later for earlier, later in itertools.pairwise(sizes))
-    assert len(set(sizes)) == _segments.STAGGER_STEPS
-    small = _segments.create(_segments.STAGGER_FROM - 4096, tag=TAG)
-    assert len(small) == _segments.STAGGER_FROM - 4096
+    assert len(set(sizes)) == _segment_buffer.STAGGER_STEPS
+    small = _segments.create(_segment_buffer.STAGGER_FROM - 4096, tag=TAG)
+    assert len(small) == _segment_buffer.STAGGER_FROM - 4096
 
 
 def test_segment_unlinked_when_last_view_dies():
