@@ -113,16 +113,15 @@ def test_clean_short_lived_orphan():
     time.sleep(0.3)
 """
 
+# The run's kind of segment: a memfd leaves nothing in /dev/shm; the test process holds it.
+KEPT_KIND = "memfd:" if _memfd.chosen() else ""
 LEAKING = {
     "test_fork_executor_left_running": "processes still alive",
     "test_forkserver_executor_left_running": "processes still alive",
     "test_spawn_executor_left_running": "processes still alive",
     "test_orphan_of_a_shell": "sleep 60",
     "test_orphan_of_a_forkserver_worker": "sleep 60",
-    # The run's kind of segment: a memfd leaves nothing in /dev/shm; the test process holds it.
-    "test_segment_kept_by_the_test": "segments left: ['memfd:zc_"
-    if _memfd.chosen()
-    else "segments left: ['zc_",
+    "test_segment_kept_by_the_test": f"segments left: ['{KEPT_KIND}zc_",
     "test_segment_left_by_a_forkserver_worker": "segments left: ['zc_",
 }
 CLEAN = ["test_clean_forkserver_executor", "test_clean_short_lived_orphan"]
