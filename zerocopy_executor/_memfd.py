@@ -23,7 +23,7 @@ meanwhile is refused.
 Where segments cannot be had this way (no ``os.memfd_create``, no /proc, or a user who
 asks with ``ZEROCOPY_EXECUTOR_SEGMENTS=named``), segments are named ones in /dev/shm;
 and a process that cannot hold one more descriptor from 1024 up (after raising its
-soft ``RLIMIT_NOFILE`` toward the hard one) makes named segments from then on.
+soft ``RLIMIT_NOFILE`` toward the hard one) makes a named segment instead, each time.
 """
 
 from __future__ import annotations
