@@ -24,6 +24,7 @@ closes it), and the result that needed it fails with a SegmentError that says so
 from __future__ import annotations
 
 import array
+import atexit
 import contextlib
 import errno
 import os
@@ -106,6 +107,14 @@ class _Inbox:
             return
         self.arrived[name] = fd
 
+    def close(self) -> None:
+        """Close the socket (its reader thread then ends) and what was posted and never taken."""
+        with self.lock:
+            self.socket.close()
+            for fd in self.arrived.values():
+                os.close(fd)
+            self.arrived.clear()
+
 
 _INBOX: list[_Inbox] = []  # this process's, made on first use
 _PARENT: list[str] = []  # the address a worker posts to (its executor's parent)
@@ -150,6 +159,13 @@ def post(descriptors: dict[str, int]) -> None:
         _SENDER[0].sendmsg([names], rights, 0, address)
 
 
+def _close_at_exit() -> None:
+    for inbox in _INBOX:
+        inbox.close()
+    for sender in _SENDER:
+        sender.close()
+
+
 def _forget_after_fork() -> None:
     """A forked child has its own inbox, if it needs one: the parent's stays the parent's."""
     for inbox in _INBOX:
@@ -164,3 +180,5 @@ def _forget_after_fork() -> None:
 
 
 at_fork(after_in_child=_forget_after_fork)
+# After the executors' own exit hooks (threading's, which join their workers) have run.
+atexit.register(_close_at_exit)
