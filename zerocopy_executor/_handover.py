@@ -33,9 +33,10 @@ import select
 import socket
 import threading
 
+from . import _namespace
 from ._fork_safety import at_fork
 
-__all__ = ["inbox_address", "post", "set_parent_inbox", "take"]
+__all__ = ["discard_tagged", "inbox_address", "post", "set_parent_inbox", "take"]
 
 _PER_DATAGRAM = 250  # the kernel passes at most 253 descriptors in one message
 _MAX_DATAGRAM = 64 << 10
@@ -107,6 +108,17 @@ class _Inbox:
             return
         self.arrived[name] = fd
 
+    def discard_tagged(self, tag: str) -> None:
+        """Close what an executor's workers posted and nobody took; none will take it now.
+
+        A worker killed between its post and its reply, or a reply that failed to decode,
+        leaves a descriptor here: once the executor's workers are gone, it is closed.
+        """
+        with self.lock:
+            self._read_all()
+            for name in [name for name in self.arrived if _namespace.tag_of(name) == tag]:
+                os.close(self.arrived.pop(name))
+
     def close(self) -> None:
         """Close the socket (its reader thread then ends) and what was posted and never taken."""
         with self.lock:
@@ -132,6 +144,12 @@ def take(name: str) -> int:
     """The descriptor a worker posted for the segment name (see _Inbox.take)."""
     inbox_address()
     return _INBOX[0].take(name)
+
+
+def discard_tagged(tag: str) -> None:
+    """Close what the workers of the executor tagged tag posted here and nobody took."""
+    for inbox in _INBOX:
+        inbox.discard_tagged(tag)
 
 
 def set_parent_inbox(address: str) -> None:

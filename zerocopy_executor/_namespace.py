@@ -52,6 +52,7 @@ __all__ = [
     "set_process_tag",
     "shm_free_bytes",
     "shm_total_bytes",
+    "tag_of",
     "tagged_names",
 ]
 
@@ -85,6 +86,12 @@ def set_process_tag(tag: str) -> None:
 def new_name(tag: str) -> str:
     """Return a fresh, unguessable segment name carrying tag (at most 30 characters)."""
     return f"{NAME_PREFIX}{os.getpid()}_{tag}{secrets.token_hex(_RANDOM_DIGITS // 2)}"
+
+
+def tag_of(name: str) -> str | None:
+    """The executor tag in a segment's name, or None if it is not one of ours."""
+    match = NAME_PATTERN.fullmatch(name)
+    return None if match is None else match.group(2)
 
 
 def creator_pid(name: str) -> int | None:

@@ -19,7 +19,7 @@ import select
 import threading
 import time
 
-from . import _namespace, _reaper, _segments
+from . import _handover, _namespace, _reaper, _segments
 
 __all__ = ["release_at_close", "release_tagged"]
 
@@ -55,6 +55,7 @@ def release_at_close(tag: str) -> None:
     # Listed before the sweep: a creator that exits in between is not spared by it.
     creators = _namespace.running_creators(tag)
     release_tagged(tag)
+    _handover.discard_tagged(tag)  # memfds its workers posted and no reply claimed
     if creators:
         watcher = threading.Thread(
             target=_release_as_creators_exit, args=(tag, creators), name="zerocopy-creator-watch", daemon=True

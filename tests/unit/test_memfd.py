@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from zerocopy_executor import _handover, _memfd, _segments
+from zerocopy_executor import _handover, _memfd, _namespace, _segments
 from zerocopy_executor._errors import SegmentError
 
 TAG = "0badcafe"
@@ -316,3 +316,17 @@ def test_a_segment_past_the_memory_limit_is_a_clear_error_not_the_oom_killer():
         os.rmdir(cgroup)
     assert out.returncode == 0, f"killed ({out.returncode}): {out.stderr}"
     assert "cannot create a segment of 314572800 bytes: the memory limit" in out.stdout, out.stdout
+
+
+def test_posts_no_reply_claimed_are_closed_when_their_executor_closes():
+    """A descriptor posted by a worker that died before its reply is closed once its executor is gone."""
+    tag = _namespace.new_tag()
+    name = f"zc_1_{tag}0123456789"
+    fd = _memfd.create(name, 4096)
+    try:
+        _handover.post({name: fd})
+    finally:
+        _memfd.close_held(fd)
+    _handover.discard_tagged(tag)
+    with pytest.raises(OSError, match="never posted"):
+        _handover.take(name)
