@@ -271,14 +271,19 @@ def kill_parent_mid_map(
             time.sleep(0.05)
         elapsed = time.monotonic() - killed_at
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+        _end_scenario(proc)
     reaper.clean()  # stops survivors, so their stderr ends
     stderr = stderr_path.read_text()
     return ready, tree, names, segments_before, alive, left, elapsed, stderr
+
+
+def _end_scenario(proc: subprocess.Popen[str]) -> None:
+    """Kill the scenario if it still runs, and close its stdout."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    assert proc.stdout is not None
+    proc.stdout.close()
 
 
 def _comm(pid: int) -> str:
@@ -334,11 +339,7 @@ def test_whole_tree_sigkilled_leaves_no_memfd_segment(tmp_path, reaper, start_me
         alive = reaper.wait_for_exit(ORPHAN_GRACE_SECONDS)
         left = fs.segments_of(set(tree) | {proc.pid})
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+        _end_scenario(proc)
     assert before, "the map had no segment in flight: the test proves nothing"
     assert all(name.startswith("memfd:") for name in before), before
     assert not alive
