@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from . import _replies
+from ._messages import ReplyMessage
 from ._state import TaskEnvelope
 
 __all__ = ["CancelSafeFuture", "SharedFuture"]
@@ -85,8 +86,9 @@ class SharedFuture(CancelSafeFuture):
             return
         value, failure, recycle, kept = None, None, False, []
         try:
-            data, tally, kept, lend_hint = result
-            value = _replies.decode_reply(envelope.state, data, tally, lend_hint)
+            reply = ReplyMessage.unpack(result)
+            kept = reply.kept
+            value = _replies.decode_reply(envelope.state, reply.data, reply.tally, reply.advice)
             recycle = True
         except BaseException as decode_error:  # fail this future, never the pool
             failure = decode_error

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from . import _codec, _pool, _segments
 from ._decoding import Payload
+from ._messages import LendAdvice
 from ._stats import StatsCounter
 
 __all__ = ["ChunkReply", "DecodeFailure", "ReplyReceiver", "decode_reply", "register"]
@@ -29,8 +30,7 @@ __all__ = ["ChunkReply", "DecodeFailure", "ReplyReceiver", "decode_reply", "regi
 class ReplyReceiver(Protocol):
     """What decoding a reply needs from the executor's sharing state."""
 
-    lend_nbytes: int
-    lend_during_call: bool
+    lend_advice: LendAdvice
     stats: StatsCounter
     pool: _pool.SegmentPool
 
@@ -48,22 +48,19 @@ def register(receiver: ReplyReceiver) -> int:
     return token
 
 
-def decode_reply(receiver: ReplyReceiver, data: Any, tally: dict[str, int] | None, lend_hint: int) -> Any:
+def decode_reply(receiver: ReplyReceiver, data: Any, tally: dict[str, int] | None, advice: LendAdvice) -> Any:
     """Decode a task's result: map its segments and take ownership of those handed over.
 
     Args:
         receiver: the executor's sharing state.
         data: the encoded result, or, if tally is None, the result itself.
         tally: the paths the result's arrays took (None: a plain result).
-        lend_hint: the size of the segment to lend for the next results; negative if
-            the function made its result in shared memory during the call (see
-            _worker._lend_hint).
+        advice: the segment to lend for the next results.
 
     Raises:
         SegmentError: a segment is gone or a descriptor is out of bounds.
     """
-    receiver.lend_nbytes = abs(lend_hint)
-    receiver.lend_during_call = lend_hint < 0
+    receiver.lend_advice = advice
     if tally is None:
         return data
     if tally:
@@ -83,21 +80,23 @@ class DecodeFailure:
 class ChunkReply:
     """A plain map() chunk's results with arrays in them, decoded as they are unpickled."""
 
-    __slots__ = ("data", "lend_hint", "tally", "token")
+    __slots__ = ("advice", "data", "tally", "token")
 
-    def __init__(self, token: int, data: Payload, tally: dict[str, int], lend_hint: int) -> None:
+    def __init__(self, token: int, data: Payload, tally: dict[str, int], advice: LendAdvice) -> None:
         self.token = token
         self.data = data
         self.tally = tally
-        self.lend_hint = lend_hint
+        self.advice = advice
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_receive_chunk, (self.token, self.data, self.tally, self.lend_hint))
+        return (_receive_chunk, (self.token, self.data, self.tally, *self.advice))
 
 
-def _receive_chunk(token: int, data: Payload, tally: dict[str, int], lend_hint: int) -> Any:
+def _receive_chunk(
+    token: int, data: Payload, tally: dict[str, int], lend_nbytes: int, made_during_call: bool
+) -> Any:
     try:
         receiver = _RECEIVERS[token]  # alive: its close() waits for this thread (the manager) to end
-        return decode_reply(receiver, data, tally, lend_hint)
+        return decode_reply(receiver, data, tally, LendAdvice(lend_nbytes, made_during_call))
     except BaseException as error:  # fail this chunk, never the pool
         return DecodeFailure(error)

@@ -16,8 +16,9 @@ from typing import Any
 from . import _codec, _memfd, _namespace, _pool, _replies, _segments, _sweep
 from ._config import SharingPolicy
 from ._errors import SegmentError, SharedArrayError
+from ._messages import NO_ADVICE, WITHDRAWN, TaskMessage
 from ._stats import StatsCounter
-from ._worker import WITHDRAWN, WorkerSetup
+from ._worker import WorkerSetup
 
 __all__ = ["SharingState", "TaskEnvelope", "TaskTicket"]
 
@@ -37,10 +38,8 @@ class SharingState:
         # so once it has ended no task is left to wait for.
         self.manager: threading.Thread | None = None
         self.pool = _pool.SegmentPool(_pool_cap_nbytes())
-        # Size of the largest array of the last result made in shared memory: lend a
-        # segment that size; whatever the copied arguments, if the function made it.
-        self.lend_nbytes = 0
-        self.lend_during_call = False
+        # What the last reply said to lend for the next results (see LendAdvice).
+        self.lend_advice = NO_ADVICE
         self.token = _replies.register(self)  # how map() chunks' replies find us
         _OPEN_STATES.add(self)
 
@@ -59,14 +58,15 @@ class SharingState:
 
     def lends(self) -> bool:
         """Whether tasks get a segment for their result: the last result copied a large array."""
-        return self.lend_nbytes != 0 and self.lend_nbytes >= self.policy.min_nbytes
+        nbytes = self.lend_advice.nbytes
+        return nbytes != 0 and nbytes >= self.policy.min_nbytes
 
     def lend(self) -> tuple[_segments.SegmentBuffer, Any] | None:
         """A segment for the task's result, sized like the last result (None if none)."""
         if not self.lends():
             return None
         try:
-            return self.allocate(self.lend_nbytes)
+            return self.allocate(self.lend_advice.nbytes)
         except SegmentError:
             return None  # the worker will try a fresh segment, and warn if that fails too
 
@@ -127,7 +127,7 @@ class TaskEnvelope:
             if self._released:  # withdrawn while queued: the pool broke, or submit() failed
                 # Raising here would deadlock Python 3.12's broken-pool path (its feeder
                 # error handler takes a lock the manager thread holds while joining it).
-                return (tuple, ((WITHDRAWN, None),))
+                return (tuple, (TaskMessage(WITHDRAWN, None).pack(),))
             if self._call is None:
                 msg = "task was pickled twice; this is a bug in zerocopy_executor"
                 raise SharedArrayError(msg)
@@ -138,8 +138,9 @@ class TaskEnvelope:
             payload = _codec.encode_task(function, args, kwargs, session)
             # A worker writes its result into a copied argument's segment once the call
             # is done with it: lend another only if none would fit a result like the last.
-            fitting = any(_pool.fits(size, state.lend_nbytes) for size in session.scratch_sizes)
-            lend = None if fitting and not state.lend_during_call else state.lend()
+            advice = state.lend_advice
+            fitting = any(_pool.fits(size, advice.nbytes) for size in session.scratch_sizes)
+            lend = None if fitting and not advice.made_during_call else state.lend()
             # The worker attaches by name: keep our mappings (and so the names) until
             # the task is over; the caller's arrays themselves are no longer needed.
             if lend is not None:
@@ -150,7 +151,7 @@ class TaskEnvelope:
             self._call = None  # last: release() looks at it without the lock
             if session.tally:
                 state.stats.add(session.tally)
-        return (tuple, ((payload, lent),))
+        return (tuple, (TaskMessage(payload, lent).pack(),))
 
     def settle(self, *, recycle: bool, kept: list[str] | tuple[str, ...] = ()) -> None:
         """The task is over: release its segments and take it out of the tasks in flight.

@@ -22,7 +22,6 @@ from . import (
     _codec,
     _fork_safety,  # noqa: F401 - imported for its at-fork handler, before any worker is forked
     _handover,
-    _identity,
     _memfd,
     _namespace,
     _pool,
@@ -31,12 +30,11 @@ from . import (
 )
 from ._config import SharingPolicy
 from ._errors import SharedArrayError
+from ._messages import WITHDRAWN, LendAdvice, PackedReply, PackedTask, ReplyMessage, TaskMessage
 from ._replies import ChunkReply
 from ._watchdog import exit_with_parent
 
-__all__ = ["WITHDRAWN", "WorkerSetup", "initialize", "run_chunk", "run_plain_chunk", "run_task"]
-
-WITHDRAWN = b""  # the payload of a task released before it was sent: refused
+__all__ = ["WorkerSetup", "initialize", "run_chunk", "run_plain_chunk", "run_task"]
 
 # Mappings a worker keeps between tasks (recycled segments, and shared arrays passed
 # by reference), so the next task with the same segment pays neither mmap nor page
@@ -159,9 +157,6 @@ def initialize(setup: WorkerSetup) -> None:
         setup.initializer(*setup.initargs)
 
 
-# (encoded result, path counts, kept, copied) or, for a plain result, (result, None, ...).
-Reply = tuple[Any, "dict[str, int] | None", list[str], int]
-
 # Callables this worker decoded, by their bytes: map() sends the same one per chunk.
 _CALLABLES: OrderedDict[_codec.Payload, Any] = OrderedDict()
 _CALLABLES_MAX = 32
@@ -178,19 +173,14 @@ def _callable(data: _codec.Payload, cacheable: bool, decoding: _codec.TaskDecode
     return fn
 
 
-def run_task(task: tuple[_codec.Payload, tuple[str, _identity.Identity] | None]) -> Reply:
+def run_task(packed: PackedTask) -> PackedReply:
     """Decode a call, run it, and encode its result (large arrays go back by reference).
 
-    Args:
-        task: the encoded call, and the name and identity of a segment lent for the
-            result (or None).
-
-    Returns the encoded result and the path counts of its arrays, or a plain result
-    (scalars, strings, short containers of them) as it is and None; then the names of
-    recycled segments the function kept views of (the parent must not reuse those),
-    and the lend hint (see _lend_hint).
+    Takes a packed TaskMessage and returns a packed ReplyMessage (see _messages): a
+    plain result (scalars, strings, short containers of them) goes as it is.
     """
-    payload, lend = task
+    task = TaskMessage.unpack(packed)
+    payload, lend = task.payload, task.lent
     if payload == WITHDRAWN:
         msg = "this task was withdrawn before it was sent (its pool broke, or submit() failed)"
         raise SharedArrayError(msg)
@@ -217,13 +207,13 @@ def run_task(task: tuple[_codec.Payload, tuple[str, _identity.Identity] | None])
     if outlived:  # the function kept an array that lies in the lent segment
         kept.append(lent.name)  # type: ignore[union-attr]  # an arena implies lent
     if encoding is None:  # a plain result: the pool pickles it as it is
-        tally, lend_hint = None, -decoding.taken_nbytes
+        tally, advice = None, LendAdvice(decoding.taken_nbytes, decoding.taken_nbytes > 0)
     else:
         data, encoding = _hand_over(data, encoding, kept)
-        tally, lend_hint = encoding.tally, _lend_hint(encoding, decoding.taken_nbytes)
+        tally, advice = encoding.tally, _lend_advice(encoding, decoding.taken_nbytes)
     if _allocator.AVAILABLE:  # results can be born in a lent segment: always lend one
-        lend_hint = -abs(lend_hint)
-    return data, tally, kept, lend_hint
+        advice = LendAdvice(advice.nbytes, made_during_call=True)
+    return ReplyMessage(data, tally, kept, advice).pack()
 
 
 def _run(
@@ -316,16 +306,12 @@ def _hand_over(
     return data, encoding
 
 
-def _lend_hint(encoding: _codec.EncodeSession, taken_nbytes: int) -> int:
-    """The size of the segment the parent should lend for the next result.
-
-    Positive if the result was copied after the call (so a copied argument's segment,
-    free by then, does as well), negative if the function made it in shared memory
-    during the call (zerocopy_executor.empty in the worker), when only a lent segment
-    is free.
-    """
+def _lend_advice(encoding: _codec.EncodeSession, taken_nbytes: int) -> LendAdvice:
+    """The segment the parent should lend for the next result (see LendAdvice)."""
     made = max(encoding.made_nbytes, taken_nbytes)
-    return -made if made >= encoding.copied_nbytes and made else encoding.copied_nbytes
+    if made and made >= encoding.copied_nbytes:
+        return LendAdvice(made, made_during_call=True)
+    return LendAdvice(encoding.copied_nbytes, made_during_call=False)
 
 
 def _call(
@@ -375,4 +361,4 @@ def run_plain_chunk(
     del results
     encoding.drop_views()
     data, encoding = _hand_over(data, encoding, [])
-    return ChunkReply(token, data, encoding.tally, _lend_hint(encoding, 0))
+    return ChunkReply(token, data, encoding.tally, _lend_advice(encoding, 0))

@@ -94,7 +94,7 @@ def test_next_lend_is_sized_like_the_result_not_its_segment(mp_context):
     with zc.SharedArrayExecutor(1, mp_context=mp_context) as executor:
         copies, _ = run_rounds(executor, _tasks.doubled, data)
         assert copies[1:] == [1] * (ROUNDS - 1)  # the results were born in lent segments
-        assert executor._sharing.lend_nbytes == data.nbytes
+        assert executor._sharing.lend_advice.nbytes == data.nbytes
 
 
 def test_zeros_in_a_worker_are_zeros_in_recycled_memory(mp_context):

@@ -12,6 +12,7 @@ import pytest
 
 from zerocopy_executor import SharedArrayError, _state, _worker
 from zerocopy_executor._future import SharedFuture
+from zerocopy_executor._messages import NO_ADVICE, WITHDRAWN, ReplyMessage
 
 
 def submitted(state, base=None):
@@ -27,7 +28,7 @@ def submitted(state, base=None):
 def test_a_plain_reply_is_the_result_and_the_task_settles(state):
     future = submitted(state)
     assert future.set_running_or_notify_cancel()
-    future.set_result(([6], None, [], 0))
+    future.set_result(ReplyMessage([6], None, [], NO_ADVICE).pack())
     assert future.result(timeout=0) == [6]
     assert not state.in_flight
 
@@ -35,7 +36,7 @@ def test_a_plain_reply_is_the_result_and_the_task_settles(state):
 def test_a_reply_that_fails_to_decode_fails_only_its_future(state):
     future = submitted(state)
     future.set_running_or_notify_cancel()
-    future.set_result((b"not a pickle", {}, [], 0))
+    future.set_result(ReplyMessage(b"not a pickle", {}, [], NO_ADVICE).pack())
     assert isinstance(future.exception(timeout=0), Exception)
     assert not state.in_flight
 
@@ -43,9 +44,9 @@ def test_a_reply_that_fails_to_decode_fails_only_its_future(state):
 def test_setting_a_settled_future_again_raises_as_future_does(state):
     future = submitted(state)
     future.set_running_or_notify_cancel()
-    future.set_result(([1], None, [], 0))
+    future.set_result(ReplyMessage([1], None, [], NO_ADVICE).pack())
     with pytest.raises(cf.InvalidStateError):
-        future.set_result(([2], None, [], 0))
+        future.set_result(ReplyMessage([2], None, [], NO_ADVICE).pack())
     assert future.result(timeout=0) == [1]
 
 
@@ -71,7 +72,7 @@ def test_callers_callbacks_run_after_the_task_settled(state):
             continue
         future.set_running_or_notify_cancel()
         if end == "result":
-            future.set_result((1, None, [], 0))
+            future.set_result(ReplyMessage(1, None, [], NO_ADVICE).pack())
         else:
             future.set_exception(ValueError("in the task"))
     assert seen == [0, 0, 0]
@@ -90,7 +91,7 @@ def test_a_task_withdrawn_before_it_was_sent_is_refused_by_the_worker(state):
     envelope = _state.TaskEnvelope(state, (len, ((),), {}))
     envelope.release(recycle=False)
     task = pickle.loads(pickle.dumps(envelope))
-    assert task == (_worker.WITHDRAWN, None)
+    assert task == (WITHDRAWN, None)
     with pytest.raises(SharedArrayError, match="withdrawn"):
         _worker.run_task(task)
 
@@ -113,7 +114,7 @@ def test_cancel_after_the_manager_thread_started_the_task_fails(state):
     assert future.cancel() is False
     assert future.running()
     assert cf.wait([future], timeout=0).not_done == {future}
-    future.set_result((None, None, [], 0))
+    future.set_result(ReplyMessage(None, None, [], NO_ADVICE).pack())
     assert future.result(timeout=0) is None
     assert not state.in_flight
 
@@ -158,7 +159,7 @@ def test_cancel_racing_the_manager_thread_never_notifies_twice(state):
             outcomes["ran"] += 1
             assert answer == [True]
             assert future.running()
-            future.set_result((None, None, [], 0))
+            future.set_result(ReplyMessage(None, None, [], NO_ADVICE).pack())
     assert errors == []
     assert not state.in_flight
     assert sum(outcomes.values()) == 1500, outcomes

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from zerocopy_executor import SegmentError, _codec, _config, _namespace, _replies, _segments, _state, _worker
+from zerocopy_executor._messages import NO_ADVICE, LendAdvice
 
 
 def worker_encoded(value, handover=True):
@@ -27,22 +28,22 @@ def _allocate(nbytes):
 
 
 def test_a_plain_reply_is_returned_as_it_is(state):
-    """A reply with no tally is the result itself; only the size to lend is noted."""
-    state.lend_nbytes = 123
-    assert _replies.decode_reply(state, [1, "a"], None, 0) == [1, "a"]
-    assert state.lend_nbytes == 0
+    """A reply with no tally is the result itself; only the advice on what to lend is noted."""
+    state.lend_advice = LendAdvice(123, made_during_call=True)
+    assert _replies.decode_reply(state, [1, "a"], None, NO_ADVICE) == [1, "a"]
+    assert state.lend_advice == NO_ADVICE
 
 
 def test_a_chunk_reply_decodes_while_unpickled_and_counts(state):
     """A ChunkReply unpickles to its results, with the executor owning and counting its segments."""
     data, session = worker_encoded([np.arange(1 << 16, dtype=np.float64)])
-    reply = _replies.ChunkReply(state.token, data, session.tally, session.copied_nbytes)
+    reply = _replies.ChunkReply(state.token, data, session.tally, LendAdvice(session.copied_nbytes, False))
     del session
     (array,) = pickle.loads(pickle.dumps(reply))
     np.testing.assert_array_equal(array, np.arange(1 << 16, dtype=np.float64))
     assert len(state.live) == 1
     assert state.stats.snapshot(0).arrays_copied == 1
-    assert state.lend_nbytes == array.nbytes  # the next tasks get a segment lent for their results
+    assert state.lend_advice.nbytes == array.nbytes  # the next tasks get a segment lent for their results
     name = next(iter(state.live))
     del array
     gc.collect()
@@ -61,7 +62,7 @@ def test_a_chunk_reply_that_fails_to_decode_becomes_a_decode_failure(state):
     data, session = worker_encoded([np.ones(1 << 16)])
     (buffer,) = session.buffers
     _segments.unlink(buffer.name, unregister_if_gone=True)
-    reply = _replies.ChunkReply(state.token, data, session.tally, session.copied_nbytes)
+    reply = _replies.ChunkReply(state.token, data, session.tally, LendAdvice(session.copied_nbytes, False))
     del session, buffer
     failure = pickle.loads(pickle.dumps(reply))
     assert type(failure) is _replies.DecodeFailure
@@ -70,7 +71,7 @@ def test_a_chunk_reply_that_fails_to_decode_becomes_a_decode_failure(state):
 
 def test_a_chunk_reply_for_an_unknown_executor_becomes_a_decode_failure():
     """A token no executor holds cannot raise in the manager thread either."""
-    reply = _replies.ChunkReply(0, pickle.dumps([1]), {}, 0)
+    reply = _replies.ChunkReply(0, pickle.dumps([1]), {}, NO_ADVICE)
     failure = pickle.loads(pickle.dumps(reply))
     assert type(failure) is _replies.DecodeFailure
     assert isinstance(failure.error, KeyError)

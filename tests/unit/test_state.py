@@ -10,6 +10,7 @@ import pytest
 
 import zerocopy_executor as zc
 from zerocopy_executor import _state
+from zerocopy_executor._messages import LendAdvice
 
 MIB_OF_FLOATS = 1 << 17
 
@@ -24,7 +25,7 @@ MIB_OF_FLOATS = 1 << 17
 )
 def test_a_segment_is_lent_only_when_no_copied_argument_fits_the_result(state, make_argument, lends):
     """After a 1 MiB result, the next task gets a lent segment unless its argument's copy would do."""
-    state.lend_nbytes = MIB_OF_FLOATS * 8
+    state.lend_advice = LendAdvice(MIB_OF_FLOATS * 8, made_during_call=False)
     envelope = _state.TaskEnvelope(state, (len, (make_argument(),), {}))
     try:
         _, lend_name = pickle.loads(pickle.dumps(envelope))
