@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-from _systems import ExecutorRunner, add_one, sample_sum
+from _systems import ExecutorRunner
 
 import zerocopy_executor
 from zerocopy_executor import _memfd, _segments
@@ -176,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     blocks = args.blocks or (2 if args.quick else 8)
     multiprocessing.set_start_method(args.start_method)
     context = multiprocessing.get_context()
-    if args.start_method == "forkserver":  # started before any kind is set: its children inherit its environment
+    if (
+        args.start_method == "forkserver"
+    ):  # started before any kind is set: its children inherit its environment
         multiprocessing.forkserver.ensure_running()
     rows = [row for size_mb in sizes for row in run_size(size_mb, rounds, blocks, context)]
     sys.stdout.write(render(rows, rounds, blocks))

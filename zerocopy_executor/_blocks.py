@@ -21,7 +21,7 @@ The block stays the user's: no process of ours closes the user's ``SharedMemory`
 object, unlinks the name, or registers it with the resource tracker. A receiver opens
 the name with ``shm_open`` (``SharedMemory(name)`` would register it with the tracker
 before 3.13, gh-82300, and the tracker would unlink it when the pool's last process
-exits), and lists its mapping with the segments (see _segments.adopt_unowned), so that a
+exits), and lists its mapping with the segments (see _segments.register_unowned), so that a
 view of it is found by address (a result that is a view of a block argument goes back
 by reference, as a view of a shared input) and the mapping is reused while the name
 stands for the same file (users make blocks again under old names); it has no owner,
@@ -190,7 +190,7 @@ def attach(name: str, identity: _identity.Identity | None) -> _segments.SegmentB
         else:
             msg = f"cannot open shared memory block {block!r}: {exc.strerror}; check its permissions"
         raise SegmentError(msg) from exc
-    _segments.adopt_unowned(buffer)
+    _segments.register_unowned(buffer)
     return buffer
 
 

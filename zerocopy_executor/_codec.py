@@ -1,10 +1,10 @@
-"""encode()/decode(): a task's call and result, with large arrays swapped for ArrayRefs.
+"""Payloads: a task's callable, its call and its result, pickled with large arrays swapped for ArrayRefs.
 
-Which path each array takes is the encoding session's business (see _sessions, and
-_decoding for the way back); how objects are
-pickled, the picklers' (see _picklers). This module puts them together per payload:
-the callable (cached when it can be), the arguments, the result, and what is plain
-enough to skip our picklers altogether.
+This module puts the parts together per payload: the callable (its bytes cached when
+they can be), the arguments, the result, and what is plain enough to skip our picklers
+altogether. Which path each array takes is the encoding session's business
+(_encoding.EncodeSession); how objects are pickled, the picklers' (_picklers). The way
+back is _decoding.decode.
 
 Non-goals: arrays of NumPy subclasses other than ``np.memmap`` keep their own pickling
 (their ``__reduce__`` carries state we would drop); object arrays are always pickled.
@@ -25,18 +25,12 @@ from numpy.typing import NDArray
 
 from . import _segments
 from ._config import SharingPolicy
-from ._decoding import DecodeSession, Payload, TaskDecodeSession, decode
+from ._decoding import Payload
+from ._encoding import EncodeSession
 from ._picklers import BY_REFERENCE, PLAIN, SIMPLE_CALL, ArgumentPickler, NotPlain, ResultPickler
-from ._results_by_value import REFUSALS, ByValueResultPickler
-from ._sessions import EncodeSession
+from ._results_by_value import ByValueResultPickler
 
 __all__ = [
-    "REFUSALS",
-    "DecodeSession",
-    "EncodeSession",
-    "Payload",
-    "TaskDecodeSession",
-    "decode",
     "encode_call",
     "encode_callable",
     "encode_function",

@@ -3,7 +3,7 @@
 A DecodeSession rebuilds each array from its ArrayRef over the right base object: a
 segment's mapping, or a lease (parent) or per-task root (worker) over it that tells
 when every view is gone, so that the segment can be recycled. Payloads with
-out-of-band buffers (pickle protocol 5: Arrow data, see _sessions) carry their
+out-of-band buffers (pickle protocol 5: Arrow data, see _encoding) carry their
 descriptors beside the pickle; they are rebuilt first and handed to the unpickler.
 """
 
@@ -33,7 +33,7 @@ class DecodeSession:
     """One decode pass in the parent.
 
     Views of recycled segments are made from their lease, so the segment is not reused
-    while they live; segments handed over by a worker are adopted, and those it copied
+    while they live; segments handed over by a worker become this process's, and those it copied
     a result into (it keeps no view of them) are leased from pool: their pages are warm.
     """
 

@@ -50,11 +50,11 @@ from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
 from typing import Any, TypeVar
 
-from . import _codec, _handover, _mapping, _memfd, _namespace, _segments, _shm
+from . import _codec, _decoding, _executor_map, _handover, _memfd, _namespace, _segments, _shm
 from ._config import DEFAULT_MIN_NBYTES, SharingPolicy
 from ._force_shutdown import force_shutdown
 from ._future import CancelSafeFuture, SharedFuture
-from ._state import SharingState, TaskEnvelope, TaskTicket
+from ._sharing import SharingState, TaskEnvelope, TaskTicket
 from ._stats import ExecutorStats
 from ._worker import WorkerSetup, initialize, run_chunk, run_plain_chunk, run_task
 
@@ -162,7 +162,7 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         self._sharing = SharingState(policy, setup)
         # Dropped without shutdown(): release as shutdown would, once the tasks are done.
         self._close_when_dropped = weakref.finalize(self, _close_in_background, self._sharing)
-        self._close_when_dropped.atexit = False  # no thread can start then: _state sweeps at exit instead
+        self._close_when_dropped.atexit = False  # no thread can start then: _sharing sweeps at exit instead
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Submits a callable to be executed with the given arguments.
@@ -177,13 +177,13 @@ class SharedArrayExecutor(ProcessPoolExecutor):
         state = self._sharing
         envelope = TaskEnvelope(state, (fn, args, kwargs))
         state.in_flight.add(envelope)  # before the task exists, so close() cannot miss it
-        adopted = False
+        converted = False
         try:
             with envelope.sealed:  # not sent before the future can decode the reply
-                future = SharedFuture.adopt(super().submit(run_task, envelope), envelope)  # type: ignore[arg-type]
-                adopted = True
+                future = SharedFuture.convert(super().submit(run_task, envelope), envelope)  # type: ignore[arg-type]
+                converted = True
         finally:
-            if not adopted:  # an error, or Ctrl-C: if the task was queued, it must not send anything
+            if not converted:  # an error, or Ctrl-C: if the task was queued, it must not send anything
                 envelope.settle(recycle=False)
         future.watch()
         return future
@@ -226,8 +226,8 @@ class SharedArrayExecutor(ProcessPoolExecutor):
                 before the given timeout.
             Exception: If fn(*args) raises for any values.
         """
-        _mapping.check_map_arguments(chunksize, buffersize)
-        return _mapping.map_chunks(
+        _executor_map.check_map_arguments(chunksize, buffersize)
+        return _executor_map.map_chunks(
             _ChunkTasks(self, fn), iterables, timeout=timeout, chunksize=chunksize, buffersize=buffersize
         )
 
@@ -328,7 +328,7 @@ class _ChunkTasks:
         # Once for all the chunks; None if every chunk must go through submit().
         self._function = None if _submit_is_wrapped(executor) else _codec.encode_function(fn)
 
-    def submit_next(self, chunks: Iterator[_mapping.Chunk]) -> Future[list[Any]] | None:
+    def submit_next(self, chunks: Iterator[_executor_map.Chunk]) -> Future[list[Any]] | None:
         """Submit the next chunk; None if there is none, or the executor is gone."""
         executor = self._executor()
         chunk = None if executor is None else next(chunks, None)
@@ -348,7 +348,7 @@ class _ChunkTasks:
         future.cancel()
 
     def _submit_plain(
-        self, executor: SharedArrayExecutor, function: tuple[_codec.Payload, bool], plain: bytes
+        self, executor: SharedArrayExecutor, function: tuple[_decoding.Payload, bool], plain: bytes
     ) -> Future[list[Any]]:
         state = self._state
         ticket = TaskTicket(state)  # in flight until the reply is decoded

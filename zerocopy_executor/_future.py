@@ -10,7 +10,7 @@ Settling in the one future, rather than in a second one chained by a done-callba
 keeps a tiny task's cost in the parent low (benchmarks/w5_instructions.py measures it).
 
 However else a task ends (an exception, cancellation, or even before submit() could
-adopt its future), the done-callback installed by adopt() settles it: Future runs its
+convert its future), the done-callback installed by convert() settles it: Future runs its
 callbacks, on whatever class the future has by then, after every change of state.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from . import _replies
 from ._messages import ReplyMessage
-from ._state import TaskEnvelope
+from ._sharing import TaskEnvelope
 
 __all__ = ["CancelSafeFuture", "SharedFuture"]
 
@@ -61,7 +61,7 @@ class SharedFuture(CancelSafeFuture):
     _envelope: TaskEnvelope
 
     @classmethod
-    def adopt(cls, future: Future[Any], envelope: TaskEnvelope) -> SharedFuture:
+    def convert(cls, future: Future[Any], envelope: TaskEnvelope) -> SharedFuture:
         """Make a future ProcessPoolExecutor just created settle this task.
 
         Call while the envelope is sealed, then watch() once it is not.

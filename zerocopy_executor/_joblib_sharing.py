@@ -40,7 +40,7 @@ from numpy.typing import NDArray
 
 from . import _arrayref, _blocks, _files
 from ._errors import SegmentError
-from ._state import SharingState
+from ._sharing import SharingState
 
 __all__ = ["CallArrays"]
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import _main_classes, _main_functions
 from ._decoding import Payload
-from ._sessions import PROTOCOL, EncodeSession
+from ._encoding import PROTOCOL, EncodeSession
 
 __all__ = [
     "BY_REFERENCE",

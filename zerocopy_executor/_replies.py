@@ -19,7 +19,7 @@ import itertools
 import weakref
 from typing import Any, Protocol
 
-from . import _codec, _pool, _segments
+from . import _decoding, _pool, _segments
 from ._decoding import Payload
 from ._messages import LendAdvice
 from ._stats import StatsCounter
@@ -34,7 +34,7 @@ class ReplyReceiver(Protocol):
     stats: StatsCounter
     pool: _pool.SegmentPool
 
-    def adopt(self, buffer: _segments.SegmentBuffer) -> None: ...
+    def count_handed_over(self, buffer: _segments.SegmentBuffer) -> None: ...
 
 
 _RECEIVERS: weakref.WeakValueDictionary[int, ReplyReceiver] = weakref.WeakValueDictionary()
@@ -65,7 +65,7 @@ def decode_reply(receiver: ReplyReceiver, data: Any, tally: dict[str, int] | Non
         return data
     if tally:
         receiver.stats.add(tally)
-    return _codec.decode(data, _codec.DecodeSession(receiver.adopt, receiver.pool))
+    return _decoding.decode(data, _decoding.DecodeSession(receiver.count_handed_over, receiver.pool))
 
 
 class DecodeFailure:

@@ -25,8 +25,8 @@ import cloudpickle
 import numpy as np
 
 from . import _main_classes
+from ._encoding import PROTOCOL, EncodeSession
 from ._picklers import reduce_code
-from ._sessions import PROTOCOL, EncodeSession
 
 __all__ = ["REFUSALS", "ByValueResultPickler"]
 

@@ -3,9 +3,9 @@
 Integrations whose client calls come and go (a joblib ``Parallel`` call, a
 scikit-learn ``fit``) take an executor here and hand it back::
 
-    lease = EXECUTORS.acquire(config)     # the live one for an equal config, or a new one
-    ... lease.executor.submit(...) ...
-    EXECUTORS.release(lease, idle_timeout)  # kept warm; shut down after idle_timeout
+    reused = EXECUTORS.acquire(config)     # the live one for an equal config, or a new one
+    ... reused.executor.submit(...) ...
+    EXECUTORS.release(reused, idle_timeout)  # kept warm; shut down after idle_timeout
 
 As loky's reusable executor, an executor outlives the call that started it, so the
 next call finds its workers warm (imports done, shared memory mapped). It is never
@@ -28,7 +28,7 @@ from typing import Any
 from . import SharedArrayExecutor
 from ._fork_safety import at_fork
 
-__all__ = ["EXECUTORS", "ExecutorConfig", "Lease", "ReusableExecutors", "same_value"]
+__all__ = ["EXECUTORS", "ExecutorConfig", "ReusableExecutors", "ReusedExecutor", "same_value"]
 
 _PLAIN = (int, float, complex, str, bytes, bool, type(None))
 
@@ -88,7 +88,7 @@ class ExecutorConfig:
 
 
 @dataclass(eq=False)
-class Lease:
+class ReusedExecutor:
     """One reused executor and how many callers hold it."""
 
     config: ExecutorConfig
@@ -109,45 +109,45 @@ class ReusableExecutors:
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
-        self._leases: list[Lease] = []  # held or idle; retired ones until their last user leaves
+        self._reused: list[ReusedExecutor] = []  # held or idle; retired ones until their last user leaves
         self._closers: list[threading.Thread] = []
         self._watcher: threading.Thread | None = None
         self._exit_hook_pid = 0  # the process whose exit shuts the executors down
 
-    def acquire(self, config: ExecutorConfig) -> Lease:
+    def acquire(self, config: ExecutorConfig) -> ReusedExecutor:
         """Take the executor for config (a new one if none matches)."""
         self._hook_exit()
         with self._lock:
-            lease = next((x for x in self._leases if not x.retired and x.config.matches(config)), None)
-            if lease is None:
-                for idle in [x for x in self._leases if x.users == 0]:
+            reused = next((x for x in self._reused if not x.retired and x.config.matches(config)), None)
+            if reused is None:
+                for idle in [x for x in self._reused if x.users == 0]:
                     self._close(idle)
-                lease = Lease(config, config.start())
-                self._leases.append(lease)
-            lease.deadline = None
-            lease.users += 1
-            return lease
+                reused = ReusedExecutor(config, config.start())
+                self._reused.append(reused)
+            reused.deadline = None
+            reused.users += 1
+            return reused
 
-    def release(self, lease: Lease, idle_timeout: float) -> None:
-        """Hand back a lease: shut its executor down now if retired, else after idle_timeout."""
+    def release(self, reused: ReusedExecutor, idle_timeout: float) -> None:
+        """Hand back a reused executor: shut it down now if retired, else after idle_timeout."""
         with self._lock:
-            lease.users -= 1
-            if lease.users > 0 or lease not in self._leases:
+            reused.users -= 1
+            if reused.users > 0 or reused not in self._reused:
                 return
-            if lease.retired:
-                self._close(lease)
+            if reused.retired:
+                self._close(reused)
                 return
-            lease.deadline = time.monotonic() + idle_timeout
+            reused.deadline = time.monotonic() + idle_timeout
             if self._watcher is None:
                 # A daemon: it must never delay the interpreter's exit (atexit shuts down).
                 self._watcher = threading.Thread(target=self._watch, name="zerocopy-idle", daemon=True)
                 self._watcher.start()
             self._lock.notify()
 
-    def retire(self, lease: Lease) -> None:
+    def retire(self, reused: ReusedExecutor) -> None:
         """No later caller gets this executor (its pool broke, or tasks are stuck)."""
         with self._lock:
-            lease.retired = True
+            reused.retired = True
 
     def shutdown(self) -> None:
         """Shut every executor down and wait for its workers to exit.
@@ -156,13 +156,13 @@ class ReusableExecutors:
         thread can start any more (Python 3.12 and newer raise RuntimeError).
         """
         with self._lock:
-            leases, self._leases = self._leases, []
-            for lease in leases:
-                lease.retired, lease.deadline = True, None
+            everyone, self._reused = self._reused, []
+            for reused in everyone:
+                reused.retired, reused.deadline = True, None
             closers, self._closers = self._closers, []
             self._lock.notify()
-        for lease in leases:
-            lease.executor.shutdown(wait=True, cancel_futures=True)
+        for reused in everyone:
+            reused.executor.shutdown(wait=True, cancel_futures=True)
         for closer in closers:
             closer.join()
 
@@ -173,9 +173,9 @@ class ReusableExecutors:
         run by the parent's workers and answered to the parent, and closing them here
         would stop the parent's pool.
         """
-        _INHERITED.extend(self._leases)
+        _INHERITED.extend(self._reused)
         self._lock = threading.Condition()
-        self._leases, self._closers, self._watcher = [], [], None
+        self._reused, self._closers, self._watcher = [], [], None
 
     def _hook_exit(self) -> None:
         """Shut the executors down at this process's exit, before multiprocessing joins its children.
@@ -194,21 +194,21 @@ class ReusableExecutors:
         with self._lock:
             while True:
                 now = time.monotonic()
-                for lease in [x for x in self._leases if x.deadline is not None and x.deadline <= now]:
-                    self._close(lease)
-                deadlines = [x.deadline for x in self._leases if x.deadline is not None]
+                for reused in [x for x in self._reused if x.deadline is not None and x.deadline <= now]:
+                    self._close(reused)
+                deadlines = [x.deadline for x in self._reused if x.deadline is not None]
                 if not deadlines:
                     self._watcher = None
                     return
                 self._lock.wait(min(deadlines) - now)
 
-    def _close(self, lease: Lease) -> None:
-        # With the lock held: forget the lease, shut its executor down in the background.
-        lease.retired = True
-        lease.deadline = None
-        self._leases.remove(lease)
+    def _close(self, reused: ReusedExecutor) -> None:
+        # With the lock held: forget the reused executor, shut it down in the background.
+        reused.retired = True
+        reused.deadline = None
+        self._reused.remove(reused)
         closer = threading.Thread(
-            target=lease.executor.shutdown,
+            target=reused.executor.shutdown,
             kwargs={"wait": True, "cancel_futures": True},
             name="zerocopy-shutdown",
             daemon=True,
@@ -217,8 +217,8 @@ class ReusableExecutors:
         self._closers = [t for t in self._closers if t.is_alive()] + [closer]
 
 
-# Leases a forked child inherited from its parent (see forget_after_fork): kept, never used.
-_INHERITED: list[Lease] = []
+# Reused executors a forked child inherited from its parent (see forget_after_fork): kept, never used.
+_INHERITED: list[ReusedExecutor] = []
 
 EXECUTORS = ReusableExecutors()
 atexit.register(EXECUTORS.shutdown)

@@ -48,7 +48,6 @@ from ._segment_buffer import Ownership, SegmentBuffer
 
 __all__ = [
     "SegmentBuffer",
-    "adopt_unowned",
     "attach",
     "create",
     "drain_releases",
@@ -58,6 +57,7 @@ __all__ = [
     "mapped",
     "on_release",
     "owned_live_names",
+    "register_unowned",
     "take_ownership",
     "unlink",
     "unlink_leftover",
@@ -87,7 +87,7 @@ def create(nbytes: int, *, tag: str, hooks: tuple[Callable[[str], None], ...] = 
     held = None if buffer is None else buffer.ownership.held
     if buffer is None:
         buffer = _named.create(name, nbytes)
-    _adopt(buffer, os.getpid(), hooks, held)
+    _register(buffer, os.getpid(), hooks, held)
     _unlink_owned_at_process_exit()
     return buffer
 
@@ -124,7 +124,7 @@ def _create_memfd(name: str, nbytes: int) -> SegmentBuffer | None:
     except BaseException:
         _memfd.close_held(held)
         raise
-    buffer.ownership = Ownership(name, None, held)  # until create() adopts it
+    buffer.ownership = Ownership(name, None, held)  # until create() registers it
     return buffer
 
 
@@ -154,7 +154,7 @@ def attach(wire: str, identity: _identity.Identity | None, *, populate: bool = F
     if where:
         return _attach_memfd(name, where, identity, populate)
     buffer = _named.open_existing(name, identity, populate)
-    _adopt(buffer, None, ())
+    _register(buffer, None, ())
     return buffer
 
 
@@ -186,7 +186,7 @@ def _attach_memfd(
             "(and the executor) alive until the futures that use it finish"
         )
         raise SegmentError(msg) from exc
-    _adopt(buffer, None, (), held)
+    _register(buffer, None, (), held)
     return buffer
 
 
@@ -198,7 +198,7 @@ def _hold_if_room(fd: int) -> int | None:
         return None
 
 
-def _adopt(
+def _register(
     buffer: SegmentBuffer,
     owner_pid: int | None,
     hooks: tuple[Callable[[str], None], ...],
@@ -211,12 +211,12 @@ def _adopt(
     _reaper.on_death(buffer, _mapping_died, ref, ownership)
 
 
-def adopt_unowned(buffer: SegmentBuffer) -> None:
+def register_unowned(buffer: SegmentBuffer) -> None:
     """List a mapping of shared memory no process of ours owns (a user's block, see _blocks).
 
     It is found by address and by name as a segment is, and nothing unlinks it.
     """
-    _adopt(buffer, None, ())
+    _register(buffer, None, ())
 
 
 def mapped(name: str) -> SegmentBuffer | None:

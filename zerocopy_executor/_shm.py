@@ -7,7 +7,7 @@ the package still imports and SharedArrayExecutor still works, as ProcessPoolExe
 every array is pickled, and the executor says why, once, when it is made (see
 warn_if_unusable); ``zerocopy_executor.empty`` and friends raise SegmentError saying
 why. A full /dev/shm is another matter: it may have room for the next array, so each
-array that does not fit is pickled with a warning of its own (see _sessions).
+array that does not fit is pickled with a warning of its own (see _encoding).
 
 Whether segments can be made is found out once per process, by making and unlinking
 an empty one (never registered with the resource tracker: it lives for two calls).

@@ -20,11 +20,14 @@ from . import (
     _allocator,
     _arrays,
     _codec,
+    _decoding,
+    _encoding,
     _fork_safety,  # noqa: F401 - imported for its at-fork handler, before any worker is forked
     _handover,
     _memfd,
     _namespace,
     _pool,
+    _results_by_value,
     _segments,
     _sweep,
 )
@@ -82,15 +85,15 @@ class WorkerSetup:
         # pickled by value would set the global of its own private copy.
         # Plain arrays in initargs are pickled: no task pins a copy for the worker to map.
         never_copy = SharingPolicy(min_nbytes=sys.maxsize)
-        session = _codec.EncodeSession(never_copy, _arrays.process_allocator, handover=False)
+        session = _encoding.EncodeSession(never_copy, _arrays.process_allocator, handover=False)
         init = _codec.encode_call((self.initializer, self.initargs), session)
         return (_restore_setup, (self.parent_pid, self.policy, init, self.tag, self.inbox))
 
 
 def _restore_setup(
-    parent_pid: int, policy: SharingPolicy, init: _codec.Payload, tag: str, inbox: str | None
+    parent_pid: int, policy: SharingPolicy, init: _decoding.Payload, tag: str, inbox: str | None
 ) -> WorkerSetup:
-    initializer, initargs = _codec.decode(init)
+    initializer, initargs = _decoding.decode(init)
     return WorkerSetup(parent_pid, policy, initializer, initargs, tag, inbox=inbox)
 
 
@@ -158,16 +161,16 @@ def initialize(setup: WorkerSetup) -> None:
 
 
 # Callables this worker decoded, by their bytes: map() sends the same one per chunk.
-_CALLABLES: OrderedDict[_codec.Payload, Any] = OrderedDict()
+_CALLABLES: OrderedDict[_decoding.Payload, Any] = OrderedDict()
 _CALLABLES_MAX = 32
 
 
-def _callable(data: _codec.Payload, cacheable: bool, decoding: _codec.TaskDecodeSession | None) -> Any:
+def _callable(data: _decoding.Payload, cacheable: bool, decoding: _decoding.TaskDecodeSession | None) -> Any:
     if not cacheable:  # it holds arrays (decoded with the task's segments), or state of its own
-        return _codec.decode(data, decoding)
+        return _decoding.decode(data, decoding)
     fn = _CALLABLES.get(data)
     if fn is None:
-        fn = _CALLABLES[data] = _codec.decode(data, decoding)
+        fn = _CALLABLES[data] = _decoding.decode(data, decoding)
         if len(_CALLABLES) > _CALLABLES_MAX:
             _CALLABLES.popitem(last=False)
     return fn
@@ -184,8 +187,8 @@ def run_task(packed: PackedTask) -> PackedReply:
     if payload == WITHDRAWN:
         msg = "this task was withdrawn before it was sent (its pool broke, or submit() failed)"
         raise SharedArrayError(msg)
-    decoding = _codec.TaskDecodeSession()
-    (function, cacheable), args, kwargs = _codec.decode(payload, decoding)
+    decoding = _decoding.TaskDecodeSession()
+    (function, cacheable), args, kwargs = _decoding.decode(payload, decoding)
     fn = _callable(function, cacheable, decoding)
     lent = None
     if lend is not None:  # warm, and written whole: its page tables are filled in one call
@@ -217,8 +220,8 @@ def run_task(packed: PackedTask) -> PackedReply:
 
 
 def _run(
-    call: list[Any], decoding: _codec.TaskDecodeSession, arena: _allocator.TaskArena | None
-) -> tuple[Any, _codec.EncodeSession | None]:
+    call: list[Any], decoding: _decoding.TaskDecodeSession, arena: _allocator.TaskArena | None
+) -> tuple[Any, _encoding.EncodeSession | None]:
     """Call the function, then encode its result; return it and its encoding (None if plain).
 
     The call's list is emptied first, and the result is dropped once encoded: what the
@@ -247,7 +250,7 @@ def _encode(
     spare: list[tuple[_segments.SegmentBuffer, Any]] | None = None,
     inputs: Collection[str] = (),
     private: Collection[str] | None = (),
-) -> tuple[_codec.Payload, _codec.EncodeSession]:
+) -> tuple[_decoding.Payload, _encoding.EncodeSession]:
     """Encode a result as ProcessPoolExecutor pickles it; return the payload and its encoding.
 
     What pickle refuses goes by value, as loky returns it; pickle's own error if that
@@ -256,7 +259,7 @@ def _encode(
     encoding = _result_session(list(spare or ()), inputs, private)
     try:
         return _codec.encode_result(result, encoding), encoding
-    except _codec.REFUSALS:
+    except _results_by_value.REFUSALS:
         encoding = _result_session(list(spare or ()), inputs, private)
         data = _encode_by_value(result, encoding)
         if data is None:
@@ -264,7 +267,7 @@ def _encode(
         return data, encoding
 
 
-def _encode_by_value(result: Any, encoding: _codec.EncodeSession) -> _codec.Payload | None:
+def _encode_by_value(result: Any, encoding: _encoding.EncodeSession) -> _decoding.Payload | None:
     """Encode a result pickle refused, by value; None if that fails too.
 
     Its error is dropped here, with its traceback: chained to pickle's, it would keep
@@ -280,16 +283,16 @@ def _result_session(
     spare: list[tuple[_segments.SegmentBuffer, Any]] | None = None,
     inputs: Collection[str] = (),
     private: Collection[str] | None = (),
-) -> _codec.EncodeSession:
+) -> _encoding.EncodeSession:
     """An encoding of a result whose large arrays are handed to the parent (see EncodeSession)."""
-    return _codec.EncodeSession(
+    return _encoding.EncodeSession(
         _POLICY, _arrays.process_allocator, handover=True, spare=spare, inputs=inputs, private=private
     )
 
 
 def _hand_over(
-    data: _codec.Payload, encoding: _codec.EncodeSession, kept: list[str]
-) -> tuple[_codec.Payload, _codec.EncodeSession]:
+    data: _decoding.Payload, encoding: _encoding.EncodeSession, kept: list[str]
+) -> tuple[_decoding.Payload, _encoding.EncodeSession]:
     """Hand the result's segments to the parent, unless the function kept a view of one.
 
     An array sent by reference from memory the function still sees would change under
@@ -299,14 +302,14 @@ def _hand_over(
     of shared inputs. Returns the payload to send and its encoding.
     """
     if any(buffer.name in kept or _arrays.has_views(buffer) for buffer in encoding.watched):
-        result = _codec.decode(data)
+        result = _decoding.decode(data)
         data, encoding = _encode(result, inputs=encoding.inputs, private=None)
         del result
     encoding.hand_over()
     return data, encoding
 
 
-def _lend_advice(encoding: _codec.EncodeSession, taken_nbytes: int) -> LendAdvice:
+def _lend_advice(encoding: _encoding.EncodeSession, taken_nbytes: int) -> LendAdvice:
     """The segment the parent should lend for the next result (see LendAdvice)."""
     made = max(encoding.made_nbytes, taken_nbytes)
     if made and made >= encoding.copied_nbytes:
@@ -318,7 +321,7 @@ def _call(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
-    decoding: _codec.TaskDecodeSession,
+    decoding: _decoding.TaskDecodeSession,
     arena: _allocator.TaskArena | None,
 ) -> Any:
     """Call fn with the lent segment offered to zerocopy_executor.empty and, if armed, to NumPy."""
@@ -334,7 +337,7 @@ def _call(
             arena.restore(previous)
 
 
-def _take_from_arena(decoding: _codec.TaskDecodeSession, arena: _allocator.TaskArena, nbytes: int) -> Any:
+def _take_from_arena(decoding: _decoding.TaskDecodeSession, arena: _allocator.TaskArena, nbytes: int) -> Any:
     """zerocopy_executor.empty asks for the lent segment: only if no NumPy array took it."""
     if not _pool.fits(len(arena.buffer), nbytes) or not arena.give_up():
         return None
@@ -347,7 +350,7 @@ def run_chunk(fn: Callable[..., Any], chunk: tuple[tuple[Any, ...], ...]) -> lis
 
 
 def run_plain_chunk(
-    token: int, function: _codec.Payload, reusable: bool, chunk: bytes
+    token: int, function: _decoding.Payload, reusable: bool, chunk: bytes
 ) -> list[Any] | ChunkReply:
     """Run a map() chunk sent without an envelope: plain arguments, a function with no array.
 

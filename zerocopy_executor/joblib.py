@@ -65,7 +65,7 @@ from . import SharedArrayExecutor
 from ._executor import default_context, require_callable
 from ._joblib_sharing import CallArrays
 from ._joblib_workers import initialize_worker
-from ._reusable import EXECUTORS, ExecutorConfig, Lease
+from ._reusable import EXECUTORS, ExecutorConfig, ReusedExecutor
 
 __all__ = ["BACKEND_NAME", "DEFAULT_IDLE_WORKER_TIMEOUT", "SharedArrayBackend", "register", "shutdown"]
 
@@ -153,7 +153,7 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
         self._call_kwargs: dict[str, Any] = {}
         self._sharing_kwargs: dict[str, Any] = {}  # the call's max_nbytes and mmap_mode
         self._arrays: CallArrays | None = None
-        self._lease: Lease | None = None
+        self._reused: ReusedExecutor | None = None
         self._futures: set[Future[Any]] = set()
         self._futures_lock = threading.Lock()
 
@@ -232,13 +232,13 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
             min_nbytes=options["min_nbytes"],
             max_tasks_per_child=options["max_tasks_per_child"],
         )
-        self._lease = EXECUTORS.acquire(config)
+        self._reused = EXECUTORS.acquire(config)
         self._sharing_kwargs = {k: v for k, v in backend_kwargs.items() if k in ("max_nbytes", "mmap_mode")}
         max_nbytes = self._sharing_kwargs.get("max_nbytes", _DEFAULT_MAX_NBYTES)
         if isinstance(max_nbytes, str):  # Parallel converts "1M"; a direct caller may not
             max_nbytes = memstr_to_bytes(max_nbytes)
         mmap_mode = self._sharing_kwargs.get("mmap_mode", "r")
-        self._arrays = CallArrays(self._lease.executor._sharing, max_nbytes, mmap_mode)
+        self._arrays = CallArrays(self._reused.executor._sharing, max_nbytes, mmap_mode)
         self.parallel = parallel
         return n_jobs
 
@@ -261,19 +261,19 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
     @property
     def executor(self) -> SharedArrayExecutor | None:
         """The executor this backend runs on now, if configured."""
-        return None if self._lease is None else self._lease.executor
+        return None if self._reused is None else self._reused.executor
 
     def submit(self, func: Callable[[], Any], callback: Callable[[Any], object] | None = None) -> Future[Any]:
         """Run a batch of calls on the executor; callback gets its future when done.
 
         The batch's large arrays are first swapped for the call's shared copies.
         """
-        if self._lease is None:
+        if self._reused is None:
             msg = f"the {BACKEND_NAME!r} backend is not configured; run it through joblib.Parallel"
             raise RuntimeError(msg)
         if self._arrays is not None and isinstance(func, BatchedCalls):
             func.items = self._arrays.share_in(func.items)
-        future = self._lease.executor.submit(func)
+        future = self._reused.executor.submit(func)
         with self._futures_lock:
             self._futures.add(future)
         future.add_done_callback(self._forget_future)
@@ -288,9 +288,9 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
         try:
             return out.result()
         except BrokenProcessPool:
-            lease = self._lease
-            if lease is not None:
-                EXECUTORS.retire(lease)  # the next call starts a new executor
+            reused = self._reused
+            if reused is not None:
+                EXECUTORS.retire(reused)  # the next call starts a new executor
             raise
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
@@ -302,16 +302,16 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
             futures, self._futures = self._futures, set()
         for future in futures:
             future.cancel()
-        lease = self._lease
+        reused = self._reused
         running = any(not f.done() for f in futures)
-        if lease is not None and running:
+        if reused is not None and running:
             # Their results are not wanted, and a timed-out task may never end: later
             # calls must not queue behind them. Kill the workers where the executor
             # offers it (Python 3.14's terminate_workers), else let them finish
             # on an executor no one is handed any more.
-            EXECUTORS.retire(lease)
-            terminate = getattr(lease.executor, "terminate_workers", None)
-            if terminate is not None and lease.users == 1:
+            EXECUTORS.retire(reused)
+            terminate = getattr(reused.executor, "terminate_workers", None)
+            if terminate is not None and reused.users == 1:
                 terminate()
         self._give_back()
         if ensure_ready and self.parallel is not None:
@@ -327,10 +327,10 @@ class SharedArrayBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignor
         arrays, self._arrays = self._arrays, None
         if arrays is not None:
             arrays.close()
-        lease, self._lease = self._lease, None
-        if lease is not None:
+        reused, self._reused = self._reused, None
+        if reused is not None:
             idle_timeout = self._call_kwargs.get("idle_worker_timeout", self._options["idle_worker_timeout"])
-            EXECUTORS.release(lease, float(idle_timeout))
+            EXECUTORS.release(reused, float(idle_timeout))
 
     def _forget_future(self, future: Future[Any]) -> None:
         with self._futures_lock:

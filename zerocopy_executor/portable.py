@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ._mapping import check_map_arguments
+from ._executor_map import check_map_arguments
 
 __all__ = ["map", "submit"]
 

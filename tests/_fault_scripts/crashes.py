@@ -245,7 +245,7 @@ def scenario_interrupt_in_bookkeeping(start_method: str, where: str) -> int:
     shutdown(cancel_futures=True) cancels it. ticket: map() counted a plain chunk but had
     not submitted it yet. shutdown() must return, and release what the executor made.
     """
-    from zerocopy_executor import _future, _state  # the two places a Ctrl-C can land in
+    from zerocopy_executor import _future, _sharing  # the two places a Ctrl-C can land in
 
     seen = Seen()
     big = np.ones(2 * MiB, dtype=np.float64)  # 16 MiB: copied into a segment per task
@@ -262,7 +262,7 @@ def scenario_interrupt_in_bookkeeping(start_method: str, where: str) -> int:
             _interrupt_once(_future.SharedFuture, "watch", after=False)
             ex.submit(task_total, big)
         else:
-            _interrupt_once(_state.TaskTicket, "__init__", after=True)
+            _interrupt_once(_sharing.TaskTicket, "__init__", after=True)
             ex.map(task_wait_then, range(6), [0.0] * 6, [False] * 6)
     except KeyboardInterrupt:
         interrupted = True

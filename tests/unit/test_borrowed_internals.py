@@ -15,7 +15,7 @@ concurrent.futures.process.ProcessPoolExecutor (used by _executor, _force_shutdo
 - Behaviour: the manager thread settles a future with ``set_result(reply)``, the object
   the worker sent, unpickled (_replies decodes it there); call items are pickled in the
   call queue's feeder thread (arguments are encoded then, by ``__reduce__``, see
-  _state); a Future has a ``__dict__`` (_future keeps a task's envelope on it).
+  _sharing); a Future has a ``__dict__`` (_future keeps a task's envelope on it).
 
 multiprocessing:
 - ``reduction.ForkingPickler._extra_reducers`` and ``._copyreg_dispatch_table``: the

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 import zerocopy_executor as zc
-from zerocopy_executor import _codec, _main_functions, _sessions
+from zerocopy_executor import _codec, _decoding, _encoding, _main_functions, _results_by_value
 from zerocopy_executor._arrays import process_allocator
 from zerocopy_executor._config import SharingPolicy
 
 
 def session(min_nbytes=1024, handover=False):
-    return _codec.EncodeSession(SharingPolicy(min_nbytes), process_allocator, handover=handover)
+    return _encoding.EncodeSession(SharingPolicy(min_nbytes), process_allocator, handover=handover)
 
 
 def test_encode_paths_are_counted():
@@ -32,7 +32,7 @@ def test_encode_paths_are_counted():
         "arrays_pickled": 1,
         "bytes_pickled": 80,
     }
-    a, b, c = _codec.decode(payload)
+    a, b, c = _decoding.decode(payload)
     assert np.shares_memory(a, shared)
     np.testing.assert_array_equal(b, large)
     np.testing.assert_array_equal(c, small)
@@ -98,10 +98,10 @@ def test_encode_task_of_scalars_and_arrays_matches_the_full_pickler(monkeypatch)
     shared, large, small = zc.zeros(1000), np.ones(1000), np.arange(10, dtype=">i4")
     args, kwargs = (shared, large, small, 3, "s"), {"k": small[::2], "n": None}
     full = session()
-    expected = _codec.decode(_codec.encode_call(((b"fn", True), args, kwargs), full))
+    expected = _decoding.decode(_codec.encode_call(((b"fn", True), args, kwargs), full))
     monkeypatch.setattr(_codec, "ArgumentPickler", None)  # the full pickler must not be needed
     fast = session()
-    function, (a, b, c, n, text), decoded_kwargs = _codec.decode(
+    function, (a, b, c, n, text), decoded_kwargs = _decoding.decode(
         _codec.encode_task((b"fn", True), args, kwargs, fast)
     )
     assert fast.tally == full.tally
@@ -131,9 +131,9 @@ def test_encode_task_keeps_layout_dtype_and_flags_as_the_full_pickler(make, monk
     """Arrays in args and kwargs arrive alike through both paths: values, dtype, layout, writeable."""
     full, fast = session(), session()
     call = ((b"fn", True), (make(),), {"k": make()})
-    expected = _codec.decode(_codec.encode_call(call, full))
+    expected = _decoding.decode(_codec.encode_call(call, full))
     monkeypatch.setattr(_codec, "ArgumentPickler", None)  # the full pickler must not be needed
-    got = _codec.decode(_codec.encode_task(*call, fast))
+    got = _decoding.decode(_codec.encode_task(*call, fast))
     assert fast.tally == full.tally
     for a, b in ((got[1][0], expected[1][0]), (got[2]["k"], expected[2]["k"])):
         np.testing.assert_array_equal(a, b)
@@ -157,7 +157,7 @@ def _read_only(a):
 )
 def test_encode_task_sends_other_dtypes_through_the_full_pickler(value):
     """Arrays whose dtype may hold what plain pickle cannot take cloudpickle's path."""
-    _, (back,), _ = _codec.decode(_codec.encode_task((b"fn", True), (value,), {}, session()))
+    _, (back,), _ = _decoding.decode(_codec.encode_task((b"fn", True), (value,), {}, session()))
     assert back.dtype == value.dtype
     assert back.tolist() == value.tolist()
 
@@ -166,7 +166,9 @@ def test_encode_task_with_other_arguments_uses_the_full_pickler():
     """A lambda, or an array inside a list, takes cloudpickle's path and still shares the array."""
     large = np.ones(1000)
     s = session()
-    _, (fn, nested), _ = _codec.decode(_codec.encode_task((b"fn", True), (lambda x: x + 1, [large]), {}, s))
+    _, (fn, nested), _ = _decoding.decode(
+        _codec.encode_task((b"fn", True), (lambda x: x + 1, [large]), {}, s)
+    )
     assert fn(1) == 2
     np.testing.assert_array_equal(nested[0], large)
     assert s.tally["arrays_copied"] == 1
@@ -191,9 +193,9 @@ def test_handover_disowns_and_receiver_takes_ownership():
     assert _segments.is_owned(buffer)  # until the caller knows it sends this payload
     s.hand_over()
     assert not _segments.is_owned(buffer)
-    adopted = []
-    back = _codec.decode(payload, _codec.DecodeSession(adopted.append))
-    assert adopted == [buffer]
+    handed_over = []
+    back = _decoding.decode(payload, _decoding.DecodeSession(handed_over.append))
+    assert handed_over == [buffer]
     assert _segments.is_owned(buffer)
     assert np.shares_memory(back, out)
 
@@ -238,10 +240,10 @@ def test_result_pickle_refuses_is_refused_then_pickled_by_value():
     """encode_result refuses a lambda as pickle does; by_value pickles it, and named functions by name."""
     offset = 5
     result = [lambda x: x + offset, _main_functions.reduce_main_function, np.linalg]
-    with pytest.raises(_codec.REFUSALS):
+    with pytest.raises(_results_by_value.REFUSALS):
         _codec.encode_result(result, session(handover=True))
     s = session(handover=True)
-    fn, named, module = _codec.decode(_codec.encode_result(result, s, by_value=True))
+    fn, named, module = _decoding.decode(_codec.encode_result(result, s, by_value=True))
     assert fn(1) == 6
     assert named is _main_functions.reduce_main_function  # by name, as pickle sends it
     assert module is np.linalg
@@ -260,21 +262,21 @@ def test_result_by_value_keeps_pickles_recursion_error():
 @pytest.mark.parametrize("layout", ["C", "F", "strided"])
 def test_read_only_copy_is_writable_exactly_where_protocol_5_pickling_makes_it(monkeypatch, dtype, layout):
     """With protocol 5 (ProcessPoolExecutor's from 3.14), a read-only array's copy gets pickling's flag."""
-    monkeypatch.setattr(_sessions, "READ_ONLY_STAYS_READ_ONLY", True)
+    monkeypatch.setattr(_encoding, "READ_ONLY_STAYS_READ_ONLY", True)
     fields = [tuple(field.split(":")) for field in dtype.split(",")] if ":" in dtype else dtype
     array = np.zeros((4, 6), dtype=fields, order="F" if layout == "F" else "C")
     if layout == "strided":
         array = array[:, ::2]
     array.flags.writeable = False
     pickled = pickle.loads(pickle.dumps(array, protocol=5))
-    assert _sessions.arrives_writeable(array) == pickled.flags.writeable
+    assert _encoding.arrives_writeable(array) == pickled.flags.writeable
 
 
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_small_strided_byte_swapped_array_arrives_in_the_layout_pickling_gives(order):
     """A small strided byte-swapped array keeps its dtype and arrives in the layout pickling gives it."""
     array = np.arange(21, dtype=">i4").reshape(3, 7).copy(order=order)[:, ::2]
-    (got,) = _codec.decode(_codec.encode_call((array,), session()))
+    (got,) = _decoding.decode(_codec.encode_call((array,), session()))
     pickled = pickle.loads(pickle.dumps(array))
     np.testing.assert_array_equal(got, array)
     assert got.dtype == array.dtype  # the README's difference: pickling returns native byte order

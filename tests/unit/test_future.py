@@ -10,17 +10,17 @@ import time
 
 import pytest
 
-from zerocopy_executor import SharedArrayError, _state, _worker
+from zerocopy_executor import SharedArrayError, _sharing, _worker
 from zerocopy_executor._future import SharedFuture
 from zerocopy_executor._messages import NO_ADVICE, WITHDRAWN, ReplyMessage
 
 
 def submitted(state, base=None):
-    """A future as submit() leaves it: adopted, its envelope in flight."""
-    envelope = _state.TaskEnvelope(state, (len, ((),), {}))
+    """A future as submit() leaves it: converted, its envelope in flight."""
+    envelope = _sharing.TaskEnvelope(state, (len, ((),), {}))
     state.in_flight.add(envelope)
     with envelope.sealed:
-        future = SharedFuture.adopt(base or cf.Future(), envelope)
+        future = SharedFuture.convert(base or cf.Future(), envelope)
     future.watch()
     return future
 
@@ -50,8 +50,8 @@ def test_setting_a_settled_future_again_raises_as_future_does(state):
     assert future.result(timeout=0) == [1]
 
 
-def test_a_future_ended_before_adoption_is_settled_and_notified(state):
-    """The pool broke, or shutdown cancelled the task, before submit() adopted its future."""
+def test_a_future_ended_before_conversion_is_settled_and_notified(state):
+    """The pool broke, or shutdown cancelled the task, before submit() converted its future."""
     cancelled, failed = cf.Future(), cf.Future()
     assert cancelled.cancel()
     failed.set_exception(RuntimeError("pool broke"))
@@ -88,7 +88,7 @@ def test_a_broken_pool_failing_a_cancelled_future_is_ignored(state):
 
 def test_a_task_withdrawn_before_it_was_sent_is_refused_by_the_worker(state):
     """Released while queued (the pool broke): pickling must not raise, the worker refuses it."""
-    envelope = _state.TaskEnvelope(state, (len, ((),), {}))
+    envelope = _sharing.TaskEnvelope(state, (len, ((),), {}))
     envelope.release(recycle=False)
     task = pickle.loads(pickle.dumps(envelope))
     assert task == (WITHDRAWN, None)

@@ -236,7 +236,7 @@ SHORT_OF_DESCRIPTORS = """
 import os, resource
 import numpy as np
 resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
-from zerocopy_executor import _arrays, _handover, _identity, _segments, _sessions
+from zerocopy_executor import _arrays, _handover, _identity, _segments, _encoding
 from zerocopy_executor._config import SharingPolicy
 name = "zc_1_0badcafe0123456789"
 fd = os.memfd_create(name)
@@ -246,7 +246,7 @@ _handover.post({name: fd})
 os.close(fd)
 buffer = _segments.attach(name + "@h", identity)
 array = np.frombuffer(buffer, dtype=np.float64)
-session = _sessions.EncodeSession(SharingPolicy(), _arrays.process_allocator, handover=False)
+session = _encoding.EncodeSession(SharingPolicy(), _arrays.process_allocator, handover=False)
 ref = session.place(array)
 held = buffer.ownership.held
 print(buffer.reachable, buffer.recyclable, held, ref.name.startswith(name), sorted(session.tally))

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from zerocopy_executor import _namespace, _pool, _segments, _state
+from zerocopy_executor import _namespace, _pool, _segments, _sharing
 
 
 def make(nbytes):
@@ -118,7 +118,7 @@ def test_executor_pool_cap_is_a_quarter_of_dev_shm_and_at_most_2_gib(monkeypatch
         return usage._replace(total=shm_size) if str(path) == "/dev/shm" else usage
 
     monkeypatch.setattr(shutil, "disk_usage", disk_usage)
-    assert _state._pool_cap_nbytes() == cap
+    assert _sharing._pool_cap_nbytes() == cap
 
 
 @pytest.mark.parametrize(
@@ -134,4 +134,4 @@ def test_executor_pool_cap_with_memfd_segments_follows_memory_not_dev_shm(monkey
         pytest.skip("this run makes named segments")
     monkeypatch.setattr(_memfd, "memory_bytes", lambda: memory)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: pytest.fail("read /dev/shm's size"))
-    assert _state._pool_cap_nbytes() == cap
+    assert _sharing._pool_cap_nbytes() == cap

@@ -11,13 +11,23 @@ import threading
 import numpy as np
 import pytest
 
-from zerocopy_executor import SegmentError, _codec, _config, _namespace, _replies, _segments, _state, _worker
+from zerocopy_executor import (
+    SegmentError,
+    _codec,
+    _config,
+    _encoding,
+    _namespace,
+    _replies,
+    _segments,
+    _sharing,
+    _worker,
+)
 from zerocopy_executor._messages import NO_ADVICE, LendAdvice
 
 
 def worker_encoded(value, handover=True):
     """Encode value as a worker encodes a result; return the bytes and the session."""
-    session = _codec.EncodeSession(_config.SharingPolicy(), _allocate, handover=handover)
+    session = _encoding.EncodeSession(_config.SharingPolicy(), _allocate, handover=handover)
     payload = _codec.encode_result(value, session)
     session.hand_over()
     return payload, session
@@ -99,7 +109,7 @@ def test_encode_function_pickles_a_function_without_arrays():
         pytest.param([].append, False, id="bound-builtin-method"),
         pytest.param(functools.partial(divmod, [1]), False, id="partial-over-a-list"),
         pytest.param(functools.partial(_worker.run_chunk, [].append), False, id="map-chunk-of-a-method"),
-        pytest.param(_state.TaskTicket.__call__.__get__(object()), False, id="bound-method"),
+        pytest.param(_sharing.TaskTicket.__call__.__get__(object()), False, id="bound-method"),
         pytest.param(operator.itemgetter(1), False, id="callable-object"),
     ],
 )

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from . import _codec, _memfd, _namespace, _pool, _replies, _segments, _sweep
+from . import _codec, _encoding, _memfd, _namespace, _pool, _replies, _segments, _sweep
 from ._config import SharingPolicy
 from ._errors import SegmentError, SharedArrayError
 from ._messages import NO_ADVICE, WITHDRAWN, TaskMessage
@@ -70,7 +70,7 @@ class SharingState:
         except SegmentError:
             return None  # the worker will try a fresh segment, and warn if that fails too
 
-    def adopt(self, buffer: _segments.SegmentBuffer) -> None:
+    def count_handed_over(self, buffer: _segments.SegmentBuffer) -> None:
         """Count a result segment handed over by a worker."""
         self.live.add(buffer.name)
         _segments.on_release(buffer, self.forget)
@@ -132,7 +132,7 @@ class TaskEnvelope:
                 msg = "task was pickled twice; this is a bug in zerocopy_executor"
                 raise SharedArrayError(msg)
             state = self.state
-            session = _codec.EncodeSession(state.policy, state.allocate, handover=False)
+            session = _encoding.EncodeSession(state.policy, state.allocate, handover=False)
             fn, args, kwargs = self._call
             function = _codec.encode_callable(fn, session)
             payload = _codec.encode_task(function, args, kwargs, session)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import zerocopy_executor as zc
-from zerocopy_executor import _state
+from zerocopy_executor import _sharing
 from zerocopy_executor._messages import LendAdvice
 
 MIB_OF_FLOATS = 1 << 17
@@ -26,7 +26,7 @@ MIB_OF_FLOATS = 1 << 17
 def test_a_segment_is_lent_only_when_no_copied_argument_fits_the_result(state, make_argument, lends):
     """After a 1 MiB result, the next task gets a lent segment unless its argument's copy would do."""
     state.lend_advice = LendAdvice(MIB_OF_FLOATS * 8, made_during_call=False)
-    envelope = _state.TaskEnvelope(state, (len, (make_argument(),), {}))
+    envelope = _sharing.TaskEnvelope(state, (len, (make_argument(),), {}))
     try:
         _, lend_name = pickle.loads(pickle.dumps(envelope))
         assert (lend_name is not None) == lends
@@ -37,7 +37,7 @@ def test_a_segment_is_lent_only_when_no_copied_argument_fits_the_result(state, m
 
 def test_close_releases_a_task_in_flight_that_nothing_will_settle(state):
     """A Ctrl-C inside submit() can leave a sent task counted: close() releases it instead of waiting."""
-    envelope = _state.TaskEnvelope(state, (len, (np.ones(4 * MIB_OF_FLOATS),), {}))
+    envelope = _sharing.TaskEnvelope(state, (len, (np.ones(4 * MIB_OF_FLOATS),), {}))
     state.in_flight.add(envelope)
     pickle.dumps(envelope)  # sent: the copy of its argument stays pinned until the task settles
     names = set(state.live)
