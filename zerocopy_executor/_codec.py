@@ -28,6 +28,7 @@ from ._config import SharingPolicy
 from ._decoding import Payload
 from ._encoding import EncodeSession
 from ._picklers import BY_REFERENCE, PLAIN, SIMPLE_CALL, ArgumentPickler, NotPlain, ResultPickler
+from ._plain import PLAIN_TYPES, is_immutable
 from ._results_by_value import ByValueResultPickler
 
 __all__ = [
@@ -37,15 +38,8 @@ __all__ = [
     "encode_plain",
     "encode_result",
     "encode_task",
-    "is_plain",
     "is_reusable",
 ]
-
-# Results made only of these need no array scan: a tiny map() chunk must not pay for
-# the share-aware pickler (benchmarks/bench.py's W5 measures it).
-_PLAIN_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None)})  # see is_plain
-_PLAIN_CONTAINERS = frozenset({tuple, list, dict})
-_PLAIN_SCAN_MAX = 16  # items per container
 
 
 # map() submits the same partial(run_chunk, fn) with every chunk that holds arrays; pickling it
@@ -74,27 +68,17 @@ def is_reusable(fn: Any) -> bool:
     """Whether fn has no state of its own, so that decoding it once per worker is safe.
 
     True for functions and classes (their state lives in their module, as with
-    ProcessPoolExecutor; a closure's cells are decoded once per worker) and partials
-    of them over immutable values. Not for callable objects, bound methods or partials
-    over lists: pickled per task, each task gets its own copy of their state, and a
-    partial's list may change between tasks.
+    ProcessPoolExecutor; a closure's cells are decoded once per worker), builtins of
+    modules, and partials of them over immutable values. Not for callable objects,
+    bound methods or partials over lists: pickled per task, each task gets its own copy
+    of their state, and a partial's list may change between tasks.
     """
     kind = type(fn)
-    if kind is types.FunctionType or isinstance(fn, type):
-        return True
-    if kind is types.BuiltinFunctionType:
-        return fn.__self__ is None or isinstance(fn.__self__, types.ModuleType)
     if kind is partial:
-        return is_reusable(fn.func) and all(map(_is_immutable, (*fn.args, *fn.keywords.values())))
-    return False
-
-
-def _is_immutable(value: Any) -> bool:
-    if type(value) in _PLAIN_TYPES:
-        return True
-    if type(value) is tuple:
-        return all(map(_is_immutable, value))
-    return is_reusable(value)
+        arguments = (*fn.args, *fn.keywords.values())
+        return is_reusable(fn.func) and all(is_immutable(v) or is_reusable(v) for v in arguments)
+    callable_kind = kind is types.FunctionType or kind is types.BuiltinFunctionType or isinstance(fn, type)
+    return callable_kind and is_immutable(fn)
 
 
 def encode_plain(value: Any) -> bytes | None:
@@ -127,7 +111,7 @@ def _simple(values: Iterable[Any]) -> bool:
     """
     for value in values:
         kind = type(value)
-        if kind in _PLAIN_TYPES:
+        if kind in PLAIN_TYPES:
             continue
         if kind is not np.ndarray:
             return False
@@ -193,25 +177,3 @@ def encode_result(result: Any, session: EncodeSession, *, by_value: bool = False
     start = len(session.out_of_band)
     (ByValueResultPickler if by_value else ResultPickler)(buffer, session).dump(result)
     return session.payload(buffer.getvalue(), start)
-
-
-def is_plain(value: Any, depth: int = 4) -> bool:
-    """Whether value is scalars and strings in a few levels of short tuples, lists and dicts.
-
-    Such a value holds no array, so it needs no encoding: a worker returns it as it is
-    (map() returns ``[y]`` per task). Loops, not generators: this runs for every task.
-    """
-    kind = type(value)
-    if kind in _PLAIN_TYPES:
-        return True
-    if depth == 0 or kind not in _PLAIN_CONTAINERS or len(value) > _PLAIN_SCAN_MAX:
-        return False  # a long container is not worth a scan in Python: the pickler looks
-    if kind is dict:
-        for key in value:
-            if type(key) is not str:
-                return False
-        value = value.values()
-    for item in value:  # noqa: SIM110 - all() over a generator costs twice as much
-        if type(item) not in _PLAIN_TYPES and not is_plain(item, depth - 1):
-            return False
-    return True

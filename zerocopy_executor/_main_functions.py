@@ -21,6 +21,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from ._plain import is_immutable
+
 __all__ = ["reduce_main_function"]
 
 
@@ -84,32 +86,9 @@ def _by_value(fn: types.FunctionType, dumps_by_value: Callable[[types.FunctionTy
         return None
     # Only while what it names cannot change in place: a global array (or list) written
     # to since would otherwise be sent as it was.
-    if all(_immutable(value) for value in (*snapshot[3:], *(fn.__defaults__ or ()))):
+    if all(is_immutable(value) for value in (*snapshot[3:], *(fn.__defaults__ or ()))):
         _BY_VALUE[fn] = (snapshot, data)
     return data
-
-
-_IMMUTABLE_TYPES = (
-    int,
-    float,
-    complex,
-    str,
-    bytes,
-    bool,
-    type(None),
-    types.FunctionType,
-    types.BuiltinFunctionType,
-    types.ModuleType,
-    type,
-)
-
-
-def _immutable(value: object) -> bool:
-    if isinstance(value, _IMMUTABLE_TYPES):
-        return True
-    if isinstance(value, (tuple, frozenset)) and type(value) in (tuple, frozenset):
-        return all(_immutable(item) for item in value)
-    return False
 
 
 def _same(a: object, b: object) -> bool:

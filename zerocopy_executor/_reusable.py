@@ -27,27 +27,9 @@ from typing import Any
 
 from . import SharedArrayExecutor
 from ._fork_safety import at_fork
+from ._plain import same_value
 
-__all__ = ["EXECUTORS", "ExecutorConfig", "ReusableExecutors", "ReusedExecutor", "same_value"]
-
-_PLAIN = (int, float, complex, str, bytes, bool, type(None))
-
-
-def same_value(a: object, b: object) -> bool:
-    """Equal plain values (also in tuples, lists and dicts), or the same object.
-
-    Initializer arguments may hold arrays, whose ``==`` is elementwise: anything
-    but plain values and their containers compares by identity.
-    """
-    if a is b:
-        return True
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
-    return isinstance(a, _PLAIN) and a == b
+__all__ = ["EXECUTORS", "ExecutorConfig", "ReusableExecutors", "ReusedExecutor"]
 
 
 @dataclass(eq=False)

@@ -26,6 +26,7 @@ from . import (
     _handover,
     _memfd,
     _namespace,
+    _plain,
     _pool,
     _results_by_value,
     _segments,
@@ -235,7 +236,7 @@ def _run(
     born = 0 if arena is None else arena.in_use()
     if born:  # an array was born there: nothing may overwrite it
         decoding.claim_lent(born)
-    if _codec.is_plain(result):  # nothing to share: the pool pickles it as it is
+    if _plain.is_plain(result):  # nothing to share: the pool pickles it as it is
         return result, None
     # Results go into the lent segment, or into copied arguments the call is done
     # with: their pages are warm, and no third copy of the data exists (W2: two, not three).
@@ -358,7 +359,7 @@ def run_plain_chunk(
     (nothing was lent, and no argument is in shared memory, so nothing else to report).
     """
     results = run_chunk(_callable(function, reusable, None), pickle.loads(chunk))
-    if _codec.is_plain(results):
+    if _plain.is_plain(results):
         return results
     data, encoding = _encode(results)
     del results

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import zerocopy_executor as zc
-from zerocopy_executor import _codec, _decoding, _encoding, _main_functions, _results_by_value
+from zerocopy_executor import _codec, _decoding, _encoding, _main_functions, _plain, _results_by_value
 from zerocopy_executor._arrays import process_allocator
 from zerocopy_executor._config import SharingPolicy
 
@@ -51,7 +51,7 @@ def test_encode_keeps_unpicklable_errors():
 )
 def test_plain_values_are_recognised_and_pickled_plainly(value):
     """Scalars and strings in short containers are plain: no array can hide in them."""
-    assert _codec.is_plain(value)
+    assert _plain.is_plain(value)
     assert pickle.loads(_codec.encode_plain(value)) == value
 
 
@@ -69,7 +69,7 @@ def test_plain_values_are_recognised_and_pickled_plainly(value):
 )
 def test_values_that_need_our_pickler_are_not_plain(value):
     """Anything else goes through the sharing pickler (is_plain may be stricter than encode_plain)."""
-    assert not _codec.is_plain(value)
+    assert not _plain.is_plain(value)
 
 
 def test_encode_plain_gives_up_on_arrays_and_functions():
