@@ -82,4 +82,3 @@ def same_value(a: object, b: object) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
     return isinstance(a, _PLAIN_TUPLE) and a == b
-

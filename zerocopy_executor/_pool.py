@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from . import _reaper, _segments
+from ._idle import IdleExpiry
 
 __all__ = ["IDLE_SECONDS", "SegmentPool", "current_lease", "fits", "lease", "never_recycle", "smallest_fit"]
 
@@ -69,7 +70,7 @@ class SegmentPool:
         self._free: list[tuple[float, _segments.SegmentBuffer]] = []
         self._nbytes = 0
         self._closed = False
-        self._timer: threading.Timer | None = None
+        self._expiry = IdleExpiry("zerocopy-pool-trim", self._trim_idle)
 
     @property
     def nbytes(self) -> int:
@@ -97,43 +98,28 @@ class SegmentPool:
         with self._lock:
             if self._closed or self._nbytes + len(buffer) > self.cap_nbytes:
                 return
-            if self._timer is None and not self._arm_timer():
-                return  # no timer could trim it: do not keep it
-            self._free.append((time.monotonic(), buffer))
+            now = time.monotonic()
+            if not self._expiry.arm(now + IDLE_SECONDS):
+                return  # nothing could trim it (interpreter exit): do not keep it
+            self._free.append((now, buffer))
             self._nbytes += len(buffer)
 
-    def _trim_idle(self) -> None:
+    def _trim_idle(self) -> float | None:
+        """Unlink the segments idle for IDLE_SECONDS; return when the next one will be."""
         cutoff = time.monotonic() - IDLE_SECONDS
         with self._lock:
-            self._timer = None
-            keep = [(t, b) for t, b in self._free if t > cutoff]
             dropped = [b for t, b in self._free if t <= cutoff]
-            self._free = keep
-            self._nbytes = sum(len(b) for _, b in keep)
-            if keep and not self._closed and not self._arm_timer():
-                dropped += [b for _, b in keep]
-                self._free, self._nbytes = [], 0
+            self._free = [(t, b) for t, b in self._free if t > cutoff]
+            self._nbytes = sum(len(b) for _, b in self._free)
+            oldest = min((t for t, _ in self._free), default=None)
         del dropped  # outside the lock: their finalizers unlink them
-
-    def _arm_timer(self) -> bool:
-        """Start the idle trim (lock held); False if no thread can start (interpreter exit)."""
-        timer = threading.Timer(IDLE_SECONDS, self._trim_idle)
-        timer.daemon = True
-        try:
-            timer.start()
-        except RuntimeError:  # "can't create new thread at interpreter shutdown"
-            return False
-        self._timer = timer
-        return True
+        return None if oldest is None else oldest + IDLE_SECONDS
 
     def close(self) -> None:
         """Empty the pool for good; later releases unlink their segments."""
         with self._lock:
             self._closed = True
             dropped, self._free, self._nbytes = self._free, [], 0
-            timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
         del dropped
 
 

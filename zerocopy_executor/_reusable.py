@@ -27,6 +27,7 @@ from typing import Any
 
 from . import SharedArrayExecutor
 from ._fork_safety import at_fork
+from ._idle import IdleExpiry
 from ._plain import same_value
 
 __all__ = ["EXECUTORS", "ExecutorConfig", "ReusableExecutors", "ReusedExecutor"]
@@ -90,10 +91,10 @@ class ReusableExecutors:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Condition()
+        self._lock = threading.RLock()
         self._reused: list[ReusedExecutor] = []  # held or idle; retired ones until their last user leaves
         self._closers: list[threading.Thread] = []
-        self._watcher: threading.Thread | None = None
+        self._expiry = IdleExpiry("zerocopy-idle", self._close_idle)
         self._exit_hook_pid = 0  # the process whose exit shuts the executors down
 
     def acquire(self, config: ExecutorConfig) -> ReusedExecutor:
@@ -120,11 +121,7 @@ class ReusableExecutors:
                 self._close(reused)
                 return
             reused.deadline = time.monotonic() + idle_timeout
-            if self._watcher is None:
-                # A daemon: it must never delay the interpreter's exit (atexit shuts down).
-                self._watcher = threading.Thread(target=self._watch, name="zerocopy-idle", daemon=True)
-                self._watcher.start()
-            self._lock.notify()
+            self._expiry.arm(reused.deadline)  # at interpreter exit, atexit shuts it down instead
 
     def retire(self, reused: ReusedExecutor) -> None:
         """No later caller gets this executor (its pool broke, or tasks are stuck)."""
@@ -142,7 +139,6 @@ class ReusableExecutors:
             for reused in everyone:
                 reused.retired, reused.deadline = True, None
             closers, self._closers = self._closers, []
-            self._lock.notify()
         for reused in everyone:
             reused.executor.shutdown(wait=True, cancel_futures=True)
         for closer in closers:
@@ -156,8 +152,8 @@ class ReusableExecutors:
         would stop the parent's pool.
         """
         _INHERITED.extend(self._reused)
-        self._lock = threading.Condition()
-        self._reused, self._closers, self._watcher = [], [], None
+        self._lock = threading.RLock()
+        self._reused, self._closers = [], []
 
     def _hook_exit(self) -> None:
         """Shut the executors down at this process's exit, before multiprocessing joins its children.
@@ -172,17 +168,13 @@ class ReusableExecutors:
             self._exit_hook_pid = os.getpid()
             util.Finalize(None, self.shutdown, exitpriority=20)
 
-    def _watch(self) -> None:
+    def _close_idle(self) -> float | None:
+        """Shut down the executors idle past their deadline; return the next deadline."""
         with self._lock:
-            while True:
-                now = time.monotonic()
-                for reused in [x for x in self._reused if x.deadline is not None and x.deadline <= now]:
-                    self._close(reused)
-                deadlines = [x.deadline for x in self._reused if x.deadline is not None]
-                if not deadlines:
-                    self._watcher = None
-                    return
-                self._lock.wait(min(deadlines) - now)
+            now = time.monotonic()
+            for reused in [x for x in self._reused if x.deadline is not None and x.deadline <= now]:
+                self._close(reused)
+            return min((x.deadline for x in self._reused if x.deadline is not None), default=None)
 
     def _close(self, reused: ReusedExecutor) -> None:
         # With the lock held: forget the reused executor, shut it down in the background.

@@ -34,6 +34,7 @@ from . import (
 )
 from ._config import SharingPolicy
 from ._errors import SharedArrayError
+from ._idle import IdleExpiry
 from ._messages import WITHDRAWN, LendAdvice, PackedReply, PackedTask, ReplyMessage, TaskMessage
 from ._replies import ChunkReply
 from ._watchdog import exit_with_parent
@@ -109,7 +110,7 @@ class _MappingCache:
         # not over every entry per task.
         self._entries: OrderedDict[str, tuple[float, _segments.SegmentBuffer, int]] = OrderedDict()
         self._nbytes = 0
-        self._sweeper: threading.Thread | None = None
+        self._expiry = IdleExpiry("zerocopy-cache-sweep", self.drop_idle)
 
     def keep(self, buffers: list[_segments.SegmentBuffer]) -> None:
         now = time.monotonic()
@@ -123,22 +124,17 @@ class _MappingCache:
             while self._nbytes > self.cap_nbytes and self._entries:
                 _, (_, _, evicted) = self._entries.popitem(last=False)
                 self._nbytes -= evicted
-            if self._sweeper is None:
-                self._sweeper = threading.Thread(target=self._sweep, name="zerocopy-cache-sweep", daemon=True)
-                self._sweeper.start()
+        self._expiry.arm(now + self.idle_seconds)
 
-    def _sweep(self) -> None:
-        while True:
-            time.sleep(self.idle_seconds / 2)
-            self.drop_idle()
-
-    def drop_idle(self) -> None:
-        """Drop the mappings no task has used for idle_seconds."""
+    def drop_idle(self) -> float | None:
+        """Drop the mappings no task has used for idle_seconds; return when the next one will be idle."""
         cutoff = time.monotonic() - self.idle_seconds
         with self._lock:
             stale = [name for name, (used, _, _) in self._entries.items() if used < cutoff]
             for name in stale:
                 self._nbytes -= self._entries.pop(name)[2]
+            oldest = next(iter(self._entries.values()), None)  # least recently used first
+        return None if oldest is None else oldest[0] + self.idle_seconds
 
 
 _CACHE = _MappingCache(CACHE_CAP_NBYTES, CACHE_IDLE_SECONDS)

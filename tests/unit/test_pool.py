@@ -83,16 +83,17 @@ def test_closed_pool_accepts_nothing():
 
 
 def test_pool_keeps_nothing_once_no_thread_can_start(monkeypatch):
-    """At interpreter exit no timer can start to trim the pool: a given segment is dropped."""
+    """At interpreter exit no thread can start to trim the pool: a given segment is dropped."""
 
     def refuse(self):
         raise RuntimeError("can't create new thread at interpreter shutdown")
 
-    monkeypatch.setattr(threading.Timer, "start", refuse)
     pool = _pool.SegmentPool(cap_nbytes=1 << 30)
     buffer = make(4096)
     name = buffer.name
-    pool.give(buffer)
+    with monkeypatch.context() as patched:
+        patched.setattr(threading.Thread, "start", refuse)
+        pool.give(buffer)
     assert pool.nbytes == 0
     del buffer
     gc.collect()

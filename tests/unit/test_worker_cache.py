@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -22,9 +21,7 @@ class _Mapping:
 
 
 def _cache(cap_nbytes: int, idle_seconds: float = 3600.0) -> _worker._MappingCache:
-    cache = _worker._MappingCache(cap_nbytes, idle_seconds)
-    cache._sweeper = threading.Thread(target=lambda: None)  # never started: drop_idle() is called here
-    return cache
+    return _worker._MappingCache(cap_nbytes, idle_seconds)
 
 
 def _held(cache: _worker._MappingCache) -> list[str]:
