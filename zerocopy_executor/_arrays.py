@@ -16,12 +16,13 @@ from . import _arrayref, _blocks, _namespace, _segments, _shm
 from ._fork_safety import at_fork
 
 __all__ = [
+    "PROCESS_SEGMENTS",
     "TASK_MEMORY",
+    "ProcessSegments",
     "empty",
     "empty_like",
     "has_views",
     "is_shared",
-    "process_allocator",
     "share",
     "zeros",
     "zeros_like",
@@ -50,12 +51,18 @@ def _forget_task_memory() -> None:
 at_fork(after_in_child=_forget_task_memory)
 
 
-def process_allocator(nbytes: int) -> tuple[_segments.SegmentBuffer, None]:
-    """Create a segment owned by this process, tagged as its segments are (see _namespace).
+class ProcessSegments:
+    """Segments owned by this process alone, tagged as its segments are (see _namespace): not recycled.
 
-    Returns the segment and no lease: it is not recycled.
+    Where a worker's results, ``zerocopy_executor.empty`` and an initializer's arguments get theirs.
     """
-    return _segments.create(nbytes, tag=_namespace.process_tag()), None
+
+    def allocate(self, nbytes: int) -> tuple[_segments.SegmentBuffer, None]:
+        """A new segment of nbytes, and no lease: it is not pooled."""
+        return _segments.create(nbytes, tag=_namespace.process_tag()), None
+
+
+PROCESS_SEGMENTS = ProcessSegments()
 
 
 def _normalize_shape(shape: int | tuple[int, ...] | list[int]) -> tuple[int, ...]:
@@ -114,7 +121,7 @@ def _allocate(
         if zeroed:
             array.fill(0)
         return array
-    buffer, _ = process_allocator(max(nbytes, 1))  # mmap cannot map zero bytes
+    buffer, _ = PROCESS_SEGMENTS.allocate(max(nbytes, 1))  # mmap cannot map zero bytes
     root = np.frombuffer(buffer, dtype=np.uint8)  # every view's base, watched (see has_views)
     buffer.views = weakref.ref(root)
     return np.ndarray(dims, descr, buffer=root, order=order)  # a new segment is all zeros

@@ -138,7 +138,7 @@ class _ArrayFreeSession(EncodeSession):
     __slots__ = ()
 
     def __init__(self) -> None:
-        super().__init__(SharingPolicy(), _no_segments, handover=False)
+        super().__init__(SharingPolicy(), _NoSegments(), handover=False)
 
     def reduce_array(self, array: NDArray[Any]) -> tuple[Any, ...] | None:
         raise NotPlain
@@ -147,8 +147,9 @@ class _ArrayFreeSession(EncodeSession):
         raise NotPlain
 
 
-def _no_segments(nbytes: int) -> tuple[_segments.SegmentBuffer, NDArray[Any] | None]:
-    raise AssertionError  # _ArrayFreeSession never asks
+class _NoSegments:
+    def allocate(self, nbytes: int) -> tuple[_segments.SegmentBuffer, NDArray[Any] | None]:
+        raise AssertionError  # _ArrayFreeSession never asks
 
 
 def encode_function(fn: Any) -> tuple[Payload, bool] | None:

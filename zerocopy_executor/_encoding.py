@@ -30,7 +30,7 @@ __all__ = [
     "PROTOCOL",
     "READ_ONLY_STAYS_READ_ONLY",
     "EncodeSession",
-    "SegmentAllocator",
+    "SegmentSource",
     "arrives_writeable",
 ]
 
@@ -40,10 +40,12 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 READ_ONLY_STAYS_READ_ONLY = pickle.DEFAULT_PROTOCOL >= 5
 
 
-class SegmentAllocator(Protocol):
-    """Creates a segment for a copied array; returns it and, if pooled, its lease."""
+class SegmentSource(Protocol):
+    """Where a copied array's segment comes from: an executor's (_pool.ExecutorSegments) or this process's."""
 
-    def __call__(self, nbytes: int) -> tuple[_segments.SegmentBuffer, NDArray[Any] | None]: ...
+    def allocate(self, nbytes: int) -> tuple[_segments.SegmentBuffer, NDArray[Any] | None]:
+        """A segment of at least nbytes, and, if pooled, its lease (see _pool)."""
+        ...
 
 
 class EncodeSession:
@@ -51,7 +53,7 @@ class EncodeSession:
 
     Args:
         policy: the size threshold for copying.
-        allocate: creates a segment for a copied array.
+        memory: where the segments for copied arrays come from.
         handover: whether segments this process owns are handed to the receiver
             (results, which the parent will own) or kept (arguments).
         spare: recycled segments a result may be copied into rather than a new
@@ -68,7 +70,6 @@ class EncodeSession:
     """
 
     __slots__ = (
-        "allocate",
         "buffers",
         "copied_nbytes",
         "copies",
@@ -77,6 +78,7 @@ class EncodeSession:
         "handover",
         "inputs",
         "made_nbytes",
+        "memory",
         "out_of_band",
         "pinned",
         "policy",
@@ -90,7 +92,7 @@ class EncodeSession:
     def __init__(  # noqa: PLR0913 - all but two are keyword-only options of a result's pass
         self,
         policy: SharingPolicy,
-        allocate: SegmentAllocator,
+        memory: SegmentSource,
         *,
         handover: bool,
         spare: list[tuple[_segments.SegmentBuffer, NDArray[Any]]] | None = None,
@@ -107,7 +109,7 @@ class EncodeSession:
         # The private segments those arrays lie in: the worker checks, once the result
         # is dropped, that the function kept no view of them (see _worker).
         self.watched: list[_segments.SegmentBuffer] = []
-        self.allocate = allocate
+        self.memory = memory
         self.handover = handover
         self.spare = spare or []
         self.tally: dict[str, int] = {}  # only the paths taken: most tiny tasks take none
@@ -277,7 +279,7 @@ class EncodeSession:
             buffer, base = spare
             lent, handover, scratch = True, False, False
         else:
-            buffer, lease = self.allocate(array.nbytes)
+            buffer, lease = self.memory.allocate(array.nbytes)
             base = buffer if lease is None else lease
             lent, handover = lease is not None, self.handover
             scratch = True  # a copy for this transfer alone (see ArrayRef.scratch)

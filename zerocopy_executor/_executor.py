@@ -299,7 +299,7 @@ class SharedArrayExecutor(ProcessPoolExecutor):
     def stats(self) -> ExecutorStats:
         """Return a snapshot of the arrays sent so far, in both directions, by path."""
         _segments.drain_releases()  # count segments already collected as released
-        return self._sharing.stats.snapshot(live_segments=len(self._sharing.live))
+        return self._sharing.stats.snapshot(live_segments=len(self._sharing.segments.live))
 
 
 def _submit_is_wrapped(executor: SharedArrayExecutor) -> bool:

@@ -142,7 +142,7 @@ class CallArrays:
         return copy
 
     def _copy(self, array: NDArray[Any]) -> NDArray[Any]:
-        _, lease = self._state.allocate(array.nbytes)  # warm, recycled once its last view dies
+        _, lease = self._state.segments.allocate(array.nbytes)  # warm, recycled once its last view dies
         copy: NDArray[Any] = np.ndarray(
             array.shape, array.dtype, buffer=lease, order=_arrayref.layout_order(array)
         )

@@ -19,7 +19,7 @@ import itertools
 import weakref
 from typing import Any, Protocol
 
-from . import _decoding, _pool, _segments
+from . import _decoding, _pool
 from ._decoding import Payload
 from ._messages import LendAdvice
 from ._stats import StatsCounter
@@ -32,9 +32,7 @@ class ReplyReceiver(Protocol):
 
     lend_advice: LendAdvice
     stats: StatsCounter
-    pool: _pool.SegmentPool
-
-    def count_handed_over(self, buffer: _segments.SegmentBuffer) -> None: ...
+    segments: _pool.ExecutorSegments
 
 
 _RECEIVERS: weakref.WeakValueDictionary[int, ReplyReceiver] = weakref.WeakValueDictionary()
@@ -65,7 +63,9 @@ def decode_reply(receiver: ReplyReceiver, data: Any, tally: dict[str, int] | Non
         return data
     if tally:
         receiver.stats.add(tally)
-    return _decoding.decode(data, _decoding.DecodeSession(receiver.count_handed_over, receiver.pool))
+    return _decoding.decode(
+        data, _decoding.DecodeSession(receiver.segments.count_handed_over, receiver.segments.pool)
+    )
 
 
 class DecodeFailure:

@@ -31,30 +31,16 @@ class SharingState:
         self.setup = setup
         self.tag = setup.tag  # in the name of every segment this executor's processes make
         self.stats = StatsCounter()
-        self.live: set[str] = set()  # segments created by this executor, not yet released
         # Tasks submitted and not yet settled (set.add and discard need no lock).
         self.in_flight: set[TaskEnvelope | TaskTicket] = set()
         # ProcessPoolExecutor's manager thread, once started: it settles every task sent,
         # so once it has ended no task is left to wait for.
         self.manager: threading.Thread | None = None
-        self.pool = _pool.SegmentPool(_pool_cap_nbytes())
+        self.segments = _pool.ExecutorSegments(self.tag, _pool_cap_nbytes())
         # What the last reply said to lend for the next results (see LendAdvice).
         self.lend_advice = NO_ADVICE
         self.token = _replies.register(self)  # how map() chunks' replies find us
         _OPEN_STATES.add(self)
-
-    def allocate(self, nbytes: int) -> tuple[_segments.SegmentBuffer, Any]:
-        """Lease a warm pooled segment, or create one (owned here, marked with our tag)."""
-        buffer = self.pool.take(nbytes)
-        if buffer is None:
-            # The last result's segment may still be on its way back (the reaper thread
-            # returns it): faulting in a fresh one instead costs ~0.65 ms per MiB.
-            _segments.drain_releases()
-            buffer = self.pool.take(nbytes)
-        if buffer is None:
-            buffer = _segments.create(nbytes, tag=self.tag, hooks=(self.forget,))
-            self.live.add(buffer.name)
-        return buffer, _pool.lease(buffer, self.pool)
 
     def lends(self) -> bool:
         """Whether tasks get a segment for their result: the last result copied a large array."""
@@ -66,18 +52,9 @@ class SharingState:
         if not self.lends():
             return None
         try:
-            return self.allocate(self.lend_advice.nbytes)
+            return self.segments.allocate(self.lend_advice.nbytes)
         except SegmentError:
             return None  # the worker will try a fresh segment, and warn if that fails too
-
-    def count_handed_over(self, buffer: _segments.SegmentBuffer) -> None:
-        """Count a result segment handed over by a worker."""
-        self.live.add(buffer.name)
-        _segments.on_release(buffer, self.forget)
-
-    def forget(self, name: str) -> None:
-        """Called after a segment of ours was unlinked (from a finalizer: no I/O here)."""
-        self.live.discard(name)
 
     def task_settled(self, task: TaskEnvelope | TaskTicket) -> None:
         self.in_flight.discard(task)
@@ -98,7 +75,7 @@ class SharingState:
             if isinstance(task, TaskEnvelope):
                 task.release(recycle=False)
         _OPEN_STATES.discard(self)
-        self.pool.close()
+        self.segments.pool.close()
         # Results outlive the executor (README, Semantics): the segments this process holds are
         # spared, and so are those of creators still running (they own them) until they exit.
         _sweep.release_at_close(self.tag)
@@ -132,7 +109,7 @@ class TaskEnvelope:
                 msg = "task was pickled twice; this is a bug in zerocopy_executor"
                 raise SharedArrayError(msg)
             state = self.state
-            session = _encoding.EncodeSession(state.policy, state.allocate, handover=False)
+            session = _encoding.EncodeSession(state.policy, state.segments, handover=False)
             fn, args, kwargs = self._call
             function = _codec.encode_callable(fn, session)
             payload = _codec.encode_task(function, args, kwargs, session)
@@ -201,7 +178,7 @@ _OPEN_STATES: weakref.WeakSet[SharingState] = weakref.WeakSet()
 
 def _release_at_exit() -> None:
     for state in list(_OPEN_STATES):
-        state.pool.close()
+        state.segments.pool.close()
         _sweep.release_tagged(state.tag)  # what this process holds, _segments unlinks after us
 
 

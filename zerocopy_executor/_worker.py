@@ -87,7 +87,7 @@ class WorkerSetup:
         # pickled by value would set the global of its own private copy.
         # Plain arrays in initargs are pickled: no task pins a copy for the worker to map.
         never_copy = SharingPolicy(min_nbytes=sys.maxsize)
-        session = _encoding.EncodeSession(never_copy, _arrays.process_allocator, handover=False)
+        session = _encoding.EncodeSession(never_copy, _arrays.PROCESS_SEGMENTS, handover=False)
         init = _codec.encode_call((self.initializer, self.initargs), session)
         return (_restore_setup, (self.parent_pid, self.policy, init, self.tag, self.inbox))
 
@@ -283,7 +283,7 @@ def _result_session(
 ) -> _encoding.EncodeSession:
     """An encoding of a result whose large arrays are handed to the parent (see EncodeSession)."""
     return _encoding.EncodeSession(
-        _POLICY, _arrays.process_allocator, handover=True, spare=spare, inputs=inputs, private=private
+        _POLICY, _arrays.PROCESS_SEGMENTS, handover=True, spare=spare, inputs=inputs, private=private
     )
 
 

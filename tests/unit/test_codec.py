@@ -11,12 +11,12 @@ import pytest
 
 import zerocopy_executor as zc
 from zerocopy_executor import _codec, _decoding, _encoding, _main_functions, _plain, _results_by_value
-from zerocopy_executor._arrays import process_allocator
+from zerocopy_executor._arrays import PROCESS_SEGMENTS
 from zerocopy_executor._config import SharingPolicy
 
 
 def session(min_nbytes=1024, handover=False):
-    return _encoding.EncodeSession(SharingPolicy(min_nbytes), process_allocator, handover=handover)
+    return _encoding.EncodeSession(SharingPolicy(min_nbytes), PROCESS_SEGMENTS, handover=handover)
 
 
 def test_encode_paths_are_counted():

@@ -9,7 +9,7 @@ import cloudpickle.cloudpickle as cp
 import pytest
 
 from zerocopy_executor import _codec, _decoding, _encoding, _main_classes, _picklers, _results_by_value
-from zerocopy_executor._arrays import process_allocator
+from zerocopy_executor._arrays import PROCESS_SEGMENTS
 from zerocopy_executor._config import SharingPolicy
 
 
@@ -73,7 +73,7 @@ def test_class_sent_back_by_value_is_not_overwritten():
     method = Local.__dict__["method"]
     reduced = _main_classes.reduce_class(Local)
     assert reduced[0] is _main_classes._rebuild_class
-    session = _encoding.EncodeSession(SharingPolicy(), process_allocator, handover=True)
+    session = _encoding.EncodeSession(SharingPolicy(), PROCESS_SEGMENTS, handover=True)
     rebuilt = _decoding.decode(_codec.encode_result(Local, session, by_value=True))
     assert rebuilt is Local
     assert Local.__dict__["method"] is method

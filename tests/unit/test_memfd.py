@@ -246,7 +246,7 @@ _handover.post({name: fd})
 os.close(fd)
 buffer = _segments.attach(name + "@h", identity)
 array = np.frombuffer(buffer, dtype=np.float64)
-session = _encoding.EncodeSession(SharingPolicy(), _arrays.process_allocator, handover=False)
+session = _encoding.EncodeSession(SharingPolicy(), _arrays.PROCESS_SEGMENTS, handover=False)
 ref = session.place(array)
 held = buffer.ownership.held
 print(buffer.reachable, buffer.recyclable, held, ref.name.startswith(name), sorted(session.tally))

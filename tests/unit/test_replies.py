@@ -27,14 +27,17 @@ from zerocopy_executor._messages import NO_ADVICE, LendAdvice
 
 def worker_encoded(value, handover=True):
     """Encode value as a worker encodes a result; return the bytes and the session."""
-    session = _encoding.EncodeSession(_config.SharingPolicy(), _allocate, handover=handover)
+    session = _encoding.EncodeSession(_config.SharingPolicy(), _OtherTag(), handover=handover)
     payload = _codec.encode_result(value, session)
     session.hand_over()
     return payload, session
 
 
-def _allocate(nbytes):
-    return _segments.create(nbytes, tag=_namespace.new_tag()), None
+class _OtherTag:
+    """Segments as a worker of another executor makes them: a tag of their own, no pool."""
+
+    def allocate(self, nbytes):
+        return _segments.create(nbytes, tag=_namespace.new_tag()), None
 
 
 def test_a_plain_reply_is_returned_as_it_is(state):
@@ -51,19 +54,19 @@ def test_a_chunk_reply_decodes_while_unpickled_and_counts(state):
     del session
     (array,) = pickle.loads(pickle.dumps(reply))
     np.testing.assert_array_equal(array, np.arange(1 << 16, dtype=np.float64))
-    assert len(state.live) == 1
+    assert len(state.segments.live) == 1
     assert state.stats.snapshot(0).arrays_copied == 1
     assert state.lend_advice.nbytes == array.nbytes  # the next tasks get a segment lent for their results
-    name = next(iter(state.live))
+    name = next(iter(state.segments.live))
     del array
     gc.collect()
     _segments.drain_releases()
-    assert name in state.live  # its last view died: a copy the worker kept no view of,
-    assert state.pool.nbytes >= 1 << 19  # so its warm pages wait in the pool
-    state.pool.close()
+    assert name in state.segments.live  # its last view died: a copy the worker kept no view of,
+    assert state.segments.pool.nbytes >= 1 << 19  # so its warm pages wait in the pool
+    state.segments.pool.close()
     gc.collect()
     _segments.drain_releases()
-    assert name not in state.live  # released once the pool lets go
+    assert name not in state.segments.live  # released once the pool lets go
 
 
 @pytest.mark.usefixtures("named_segments")  # unlinking by name makes the segment gone

@@ -40,9 +40,9 @@ def test_close_releases_a_task_in_flight_that_nothing_will_settle(state):
     envelope = _sharing.TaskEnvelope(state, (len, (np.ones(4 * MIB_OF_FLOATS),), {}))
     state.in_flight.add(envelope)
     pickle.dumps(envelope)  # sent: the copy of its argument stays pinned until the task settles
-    names = set(state.live)
+    names = set(state.segments.live)
     assert names, "the argument was not copied into a segment"
     state.close()  # no manager thread: nothing else could settle it
     assert not state.in_flight
-    assert not state.live
+    assert not state.segments.live
     assert names.isdisjoint(os.listdir("/dev/shm"))
