@@ -1,7 +1,8 @@
-"""Fault scenarios run as child scripts by tests/integration/test_faults.py.
+"""Fault scenarios that tests/integration/test_faults_*.py run as child scripts.
 
-One module for callers (``from tests import _fault_scripts``), split by concern into
-the submodules below; each name lives in exactly one of them.
+The tests run them through tests/integration/_scenarios.py. One module for callers
+(``from tests import _fault_scripts``), split by concern into the submodules below;
+each name lives in exactly one of them.
 
 Each ``scenario_*`` function is the body of a small script the test writes to its
 tmp_path and runs in a subprocess (so a crash, a SIGKILL or a hang cannot take pytest

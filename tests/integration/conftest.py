@@ -1,4 +1,5 @@
-"""Fixtures the integration modules share: an executor per start method, and the differential pools."""
+"""Fixtures the integration modules share: an executor per start method, the differential pools,
+and the reaper that cleans up after a fault scenario."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 import zerocopy_executor as zc
 from tests.integration._differential import EXECUTORS, FORK, Gate
+from tests.integration._scenarios import Reaper
 
 
 @pytest.fixture
@@ -51,3 +53,11 @@ def make_pool(executor_cls: type[ProcessPoolExecutor], gate: Gate) -> Iterator[C
     gate.open()
     for executor in created:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def reaper() -> Iterator[Reaper]:
+    """Whatever the test's scenario leaves behind is cleaned up after the test."""
+    r = Reaper()
+    yield r
+    r.clean()

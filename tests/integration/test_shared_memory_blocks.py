@@ -20,9 +20,7 @@ import pytest
 
 import zerocopy_executor as zc
 from tests import _tasks
-from tests.integration.test_faults import Reaper, assert_nothing_left, assert_quiet, reaper, run_scenario
-
-__all__ = ["reaper"]  # the fixture, imported from test_faults
+from tests.integration._scenarios import Reaper, assert_nothing_left, assert_quiet, run_scenario
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="blocks are found in /proc/self/maps"
