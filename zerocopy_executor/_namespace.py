@@ -24,7 +24,7 @@ Who releases what:
   so nothing waits for the resource tracker's own clean-up, which warns.
 
 A sweep touches only names owned by this process's user: /dev/shm is shared by every
-user, and anyone can plant a name with our prefix and tag (tests/integration/test_faults.py).
+user, and anyone can plant a name with our prefix and tag (tests/integration/test_faults_segments.py).
 
 Listing segments needs /dev/shm (Linux); elsewhere sweeping finds nothing, and what a
 crashed worker left is reclaimed by the resource tracker when the parent exits.

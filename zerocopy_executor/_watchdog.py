@@ -2,7 +2,7 @@
 
 ProcessPoolExecutor workers and a SharedMemoryManager server outlive a SIGKILLed
 parent and keep the resource tracker's pipe open, so nothing is ever cleaned up
-(tests/integration/test_faults.py shows it). ``PR_SET_PDEATHSIG`` fires when the
+(tests/integration/test_faults_processes.py shows it). ``PR_SET_PDEATHSIG`` fires when the
 forking *thread* exits and ``os.getppid()`` sees the forkserver, not the parent; a
 pidfd of the parent works under every start method (Linux 5.3+). Elsewhere we poll
 whether the parent pid still exists.
