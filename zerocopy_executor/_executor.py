@@ -1,28 +1,31 @@
 """SharedArrayExecutor: a ProcessPoolExecutor whose large arrays travel through shared memory.
 
-Data flow of one task::
+Data flow of one task, with the module that does each step::
 
-    submit(fn, *args)                        parent
-      └─ TaskEnvelope ─ pickled in the call-queue feeder thread, which holds about
-           max_workers + 1 items, so shared memory is bounded by the tasks in flight:
-           encode_task: large plain arrays → one copy into a warm recycled segment
-                        (or a new one); arrays already shared → ArrayRef only;
-                        the rest → pickle. A warm segment is lent for the result,
-                        unless an argument was copied into one as large.
-                       ═══ pipe: a few hundred bytes per array ═══
-    run_task(payload)                        worker
-      ├─ decode: map each segment once (kept mapped for reuse), rebuild views
+    submit(fn, *args)                                    parent
+      └─ _sharing.TaskEnvelope ─ pickled in the call-queue feeder thread, which holds
+           about max_workers + 1 items, so shared memory is bounded by the tasks in
+           flight. _codec.encode_task → _picklers → _encoding.EncodeSession: large
+           plain arrays → one copy into a warm recycled segment, or a new one
+           (_pool.ExecutorSegments.allocate → _segments); arrays already shared →
+           an _arrayref.ArrayRef only; the rest → pickle. A warm segment is lent
+           for the result, unless an argument was copied into one as large.
+                       ═══ pipe: _messages.TaskMessage, a few hundred bytes per array ═══
+    _worker.run_task                                     worker
+      ├─ _decoding.decode: map each segment once (kept mapped for reuse), rebuild views
       ├─ fn(*args, **kwargs)
-      └─ encode_result: large arrays → into the lent segment or a copied argument's
-                        that nothing views any more, else a new segment handed
-                        over to the parent (a plain result goes as it is);
-                        report views the call kept
-                       ═══ pipe ═══
-    SharedFuture.set_result(reply)           parent, manager thread
-      ├─ decode: map result segments and take ownership (unlinked when the last
-      │          view dies), failing only this future if that goes wrong (an error
-      │          raised in the manager thread would break the whole pool)
-      ├─ release the task's segments: back to the pool once no view is left
+      └─ _codec.encode_result → _encoding.EncodeSession: large arrays → into the lent
+                        segment or a copied argument's that nothing views any more,
+                        else a new segment handed over to the parent (a plain result
+                        goes as it is); report views the call kept
+                       ═══ pipe: _messages.ReplyMessage ═══
+    _future.SharedFuture.set_result(reply)               parent, manager thread
+      ├─ _replies.decode_reply → _decoding.decode: map result segments and take
+      │          ownership (unlinked when the last view dies), failing only this
+      │          future if that goes wrong (an error raised in the manager thread
+      │          would break the whole pool)
+      ├─ _sharing.TaskEnvelope.settle: the task's segments go back to the pool once
+      │          no view is left
       └─ resolve the future the user holds
 
 map() sends a chunk of plain arguments (numbers, strings...) for a function with no

@@ -1,4 +1,4 @@
-"""The sharing side of one executor: its segments, its tag, its pool, its tasks.
+"""The sharing side of one executor: its segments, its stats, what to lend, its tasks in flight.
 
 Kept apart from the executor class so that tasks and callbacks hold this, not the
 executor: an executor dropped without shutdown() is then collected the way
