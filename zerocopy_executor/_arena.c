@@ -46,7 +46,7 @@ typedef struct {
     size_t min_size;
     int armed;       /* allocations may be served from it */
     int in_use;      /* an array's data lives in it */
-    size_t served;   /* that array's size in bytes (the lend hint: not the segment's) */
+    size_t served;   /* that array's size in bytes (the size to lend next: not the segment's) */
 } Arena;
 
 static Arena arenas[MAX_ARENAS];

@@ -41,8 +41,13 @@ class IdleExpiry:
     def arm(self, due: float) -> bool:
         """Have expire() called by time due; False if no thread can start (interpreter exit).
 
-        Cheap when a thread already waits for an earlier time: one lock, one comparison.
+        Cheap when a thread already waits for a time as soon: no lock. Safe unlocked,
+        because owners change what is idle before arming, and the thread clears its
+        time only just before calling expire(), which then sees that change.
         """
+        current = self._due
+        if current is not None and current <= due and self._thread is not None:
+            return True
         with self._wake:
             if self._sooner(due):
                 self._wake.notify()
@@ -58,22 +63,30 @@ class IdleExpiry:
             self._thread = thread
             return True
 
+    def disarm(self) -> None:
+        """Nothing waits any more (its owner closed): the thread ends now, not at the time armed."""
+        with self._wake:
+            self._due = None
+            self._wake.notify()
+
     def _run(self) -> None:
         with self._wake:
-            while self._due is not None:
-                wait = self._due - time.monotonic()
-                if wait > 0:
-                    self._wake.wait(wait)
-                    continue
-                self._due = None
-                self._wake.release()  # expire() takes its owner's lock: never both at once
-                try:
-                    following = self._expire()
-                finally:
-                    self._wake.acquire()
-                if following is not None:
-                    self._sooner(following)  # arm() may have set a sooner one meanwhile
-            self._thread = None
+            try:
+                while self._due is not None:
+                    wait = self._due - time.monotonic()
+                    if wait > 0:
+                        self._wake.wait(min(wait, threading.TIMEOUT_MAX))  # a due time may be far off
+                        continue
+                    self._due = None
+                    self._wake.release()  # expire() takes its owner's lock: never both at once
+                    try:
+                        following = self._expire()
+                    finally:
+                        self._wake.acquire()
+                    if following is not None:
+                        self._sooner(following)  # arm() may have set a sooner one meanwhile
+            finally:  # also if expire() raised: the next arm() starts a thread again
+                self._thread = None
 
     def _sooner(self, due: float) -> bool:
         """Wake at due if that is sooner than the time set (lock held); whether it was."""

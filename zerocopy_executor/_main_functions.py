@@ -84,9 +84,10 @@ def _by_value(fn: types.FunctionType, dumps_by_value: Callable[[types.FunctionTy
         data = dumps_by_value(fn)
     except Exception:  # whatever its globals raise, pickle's by-name path remains
         return None
-    # Only while what it names cannot change in place: a global array (or list) written
-    # to since would otherwise be sent as it was.
-    if all(is_immutable(value) for value in (*snapshot[3:], *(fn.__defaults__ or ()))):
+    # Only while what it names and its defaults cannot change in place: a global array
+    # (or a default list) written to since would otherwise be sent as it was.
+    defaults = (*(fn.__defaults__ or ()), *(fn.__kwdefaults__ or {}).values())
+    if all(is_immutable(value) for value in (*snapshot[3:], *defaults)):
         _BY_VALUE[fn] = (snapshot, data)
     return data
 

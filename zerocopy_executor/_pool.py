@@ -129,6 +129,7 @@ class SegmentPool:
         with self._lock:
             self._closed = True
             dropped, self._free, self._nbytes = self._free, [], 0
+        self._expiry.disarm()
         del dropped
 
 

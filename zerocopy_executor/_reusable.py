@@ -139,6 +139,7 @@ class ReusableExecutors:
             for reused in everyone:
                 reused.retired, reused.deadline = True, None
             closers, self._closers = self._closers, []
+        self._expiry.disarm()
         for reused in everyone:
             reused.executor.shutdown(wait=True, cancel_futures=True)
         for closer in closers:
@@ -177,10 +178,11 @@ class ReusableExecutors:
             return min((x.deadline for x in self._reused if x.deadline is not None), default=None)
 
     def _close(self, reused: ReusedExecutor) -> None:
-        # With the lock held: forget the reused executor, shut it down in the background.
+        # With the lock held: shut the executor down in the background, then forget it.
+        # Forgotten only once its closer runs: if none can start (interpreter exit),
+        # shutdown() at exit still finds it.
         reused.retired = True
         reused.deadline = None
-        self._reused.remove(reused)
         closer = threading.Thread(
             target=reused.executor.shutdown,
             kwargs={"wait": True, "cancel_futures": True},
@@ -188,6 +190,7 @@ class ReusableExecutors:
             daemon=True,
         )
         closer.start()
+        self._reused.remove(reused)
         self._closers = [t for t in self._closers if t.is_alive()] + [closer]
 
 

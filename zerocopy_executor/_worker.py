@@ -130,7 +130,7 @@ class _MappingCache:
         """Drop the mappings no task has used for idle_seconds; return when the next one will be idle."""
         cutoff = time.monotonic() - self.idle_seconds
         with self._lock:
-            stale = [name for name, (used, _, _) in self._entries.items() if used < cutoff]
+            stale = [name for name, (used, _, _) in self._entries.items() if used <= cutoff]
             for name in stale:
                 self._nbytes -= self._entries.pop(name)[2]
             oldest = next(iter(self._entries.values()), None)  # least recently used first
@@ -206,13 +206,14 @@ def run_task(packed: PackedTask) -> PackedReply:
     kept = decoding.kept()  # the function's locals and its result are gone by now
     if outlived:  # the function kept an array that lies in the lent segment
         kept.append(lent.name)  # type: ignore[union-attr]  # an arena implies lent
+    # With NumPy's allocator, results can be born in a lent segment: always lend one.
+    always = _allocator.AVAILABLE
     if encoding is None:  # a plain result: the pool pickles it as it is
-        tally, advice = None, LendAdvice(decoding.taken_nbytes, decoding.taken_nbytes > 0)
+        tally, advice = None, _lend_advice(decoding.taken_nbytes, 0, always=always)
     else:
         data, encoding = _hand_over(data, encoding, kept)
-        tally, advice = encoding.tally, _lend_advice(encoding, decoding.taken_nbytes)
-    if _allocator.AVAILABLE:  # results can be born in a lent segment: always lend one
-        advice = LendAdvice(advice.nbytes, made_during_call=True)
+        made = max(encoding.made_nbytes, decoding.taken_nbytes)
+        tally, advice = encoding.tally, _lend_advice(made, encoding.copied_nbytes, always=always)
     return ReplyMessage(data, tally, kept, advice).pack()
 
 
@@ -306,12 +307,17 @@ def _hand_over(
     return data, encoding
 
 
-def _lend_advice(encoding: _encoding.EncodeSession, taken_nbytes: int) -> LendAdvice:
-    """The segment the parent should lend for the next result (see LendAdvice)."""
-    made = max(encoding.made_nbytes, taken_nbytes)
-    if made and made >= encoding.copied_nbytes:
-        return LendAdvice(made, made_during_call=True)
-    return LendAdvice(encoding.copied_nbytes, made_during_call=False)
+def _lend_advice(made_nbytes: int, copied_nbytes: int, *, always: bool) -> LendAdvice:
+    """The segment the parent should lend for the next result (see LendAdvice).
+
+    Args:
+        made_nbytes: the largest result array the function made in shared memory.
+        copied_nbytes: the largest result array copied into a segment after the call.
+        always: lend one whatever the copied arguments (as if made during the call).
+    """
+    if made_nbytes and made_nbytes >= copied_nbytes:
+        return LendAdvice(made_nbytes, True)
+    return LendAdvice(copied_nbytes, always and copied_nbytes > 0)
 
 
 def _call(
@@ -361,4 +367,6 @@ def run_plain_chunk(
     del results
     encoding.drop_views()
     data, encoding = _hand_over(data, encoding, [])
-    return ChunkReply(token, data, encoding.tally, _lend_advice(encoding, 0))
+    return ChunkReply(
+        token, data, encoding.tally, _lend_advice(encoding.made_nbytes, encoding.copied_nbytes, always=False)
+    )

@@ -284,3 +284,18 @@ def test_small_strided_byte_swapped_array_arrives_in_the_layout_pickling_gives(o
         pickled.flags.c_contiguous,
         pickled.flags.f_contiguous,
     )
+
+
+def test_a_main_function_s_by_value_bytes_follow_its_keyword_only_defaults():
+    """A keyword-only default changed in place is sent as it is now, never from cached bytes."""
+
+    def scaled(x, *, factors=[1.0]):  # noqa: B006 - the mutable default is the point
+        return [x * f for f in factors]
+
+    def dumps(fn):
+        return pickle.dumps(fn.__kwdefaults__)
+
+    first = _main_functions._by_value(scaled, dumps)
+    scaled.__kwdefaults__["factors"].append(2.0)
+    assert pickle.loads(_main_functions._by_value(scaled, dumps)) == {"factors": [1.0, 2.0]}
+    assert pickle.loads(first) == {"factors": [1.0]}

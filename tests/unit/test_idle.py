@@ -63,3 +63,42 @@ def test_no_thread_runs_before_anything_is_armed_and_one_starts_again_after_it_e
     assert _wait_for(lambda: owner.gone == ["a"] and not _threads())
     owner.keep("b", 0.01)
     assert _wait_for(lambda: owner.gone == ["a", "b"])
+
+
+def test_disarm_ends_the_thread_now_not_at_the_time_armed() -> None:
+    """An owner that closes lets its thread go at once, even if something was due an hour later."""
+    owner = _Owner()
+    owner.keep("hour", 3600.0)
+    assert _threads()
+    owner.expiry.disarm()
+    assert _wait_for(lambda: not _threads())
+    assert owner.gone == []
+
+
+def test_a_time_beyond_what_a_wait_accepts_is_waited_for_without_error() -> None:
+    """A due time past threading.TIMEOUT_MAX (an infinite idle timeout) neither raises nor stops expiry."""
+    owner = _Owner()
+    owner.keep("never", float("inf"))
+    owner.keep("soon", 0.01)
+    assert _wait_for(lambda: owner.gone == ["soon"])
+    owner.expiry.disarm()
+    assert _wait_for(lambda: not _threads())
+
+
+def test_an_expire_that_raises_does_not_stop_later_expiry(monkeypatch) -> None:
+    """If expire() raises, its thread ends, and the next arm() starts one that does its work."""
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the raise is the point
+    owner = _Owner()
+    calls = []
+
+    def fail_once() -> float | None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return _Owner.expire(owner)
+
+    owner.expiry._expire = fail_once
+    owner.keep("a", 0.01)
+    assert _wait_for(lambda: calls and not _threads())
+    owner.keep("b", 0.01)
+    assert _wait_for(lambda: owner.gone == ["a", "b"])
