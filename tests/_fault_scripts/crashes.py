@@ -201,7 +201,10 @@ def release_locks_left_by_interrupted_with(ex: Any) -> int:
     ``with`` block began, leaves the lock held: the interpreter does not call ``__exit__``
     (python/cpython#148874, fixed in 3.15). ProcessPoolExecutor's manager thread then waits
     on it for ever in shutdown, ours as the standard one; the scenario tests our own
-    bookkeeping, so it releases such locks and reports how many it found.
+    bookkeeping, so it releases such locks and reports how many it found. The same can
+    befall the lock of ProcessPoolExecutor's queue of work ids (``Queue.put`` in submit()):
+    a plain Lock, which does not record its holder, but which the manager thread holds
+    only for an instant, so one still held after a second was left by this thread.
     """
     released = 0
     for item in list(ex._pending_work_items.copy().values()):
@@ -209,6 +212,12 @@ def release_locks_left_by_interrupted_with(ex: Any) -> int:
         while condition._is_owned():
             condition.release()
             released += 1
+    mutex = ex._work_ids.mutex
+    if mutex.acquire(timeout=1.0):
+        mutex.release()
+    else:
+        mutex.release()
+        released += 1
     return released
 
 
