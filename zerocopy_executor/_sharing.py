@@ -44,15 +44,17 @@ class SharingState:
 
     def lends(self) -> bool:
         """Whether tasks get a segment for their result: the last result copied a large array."""
-        nbytes = self.lend_advice.nbytes
+        return self._worth_lending(self.lend_advice.nbytes)
+
+    def _worth_lending(self, nbytes: int) -> bool:
         return nbytes != 0 and nbytes >= self.policy.min_nbytes
 
-    def lend(self) -> tuple[_segments.SegmentBuffer, Any] | None:
-        """A segment for the task's result, sized like the last result (None if none)."""
-        if not self.lends():
+    def lend(self, nbytes: int) -> tuple[_segments.SegmentBuffer, Any] | None:
+        """A segment of nbytes for the task's result, the last result's size (None if none is worth it)."""
+        if not self._worth_lending(nbytes):
             return None
         try:
-            return self.segments.allocate(self.lend_advice.nbytes)
+            return self.segments.allocate(nbytes)
         except SegmentError:
             return None  # the worker will try a fresh segment, and warn if that fails too
 
@@ -115,9 +117,9 @@ class TaskEnvelope:
             payload = _codec.encode_task(function, args, kwargs, session)
             # A worker writes its result into a copied argument's segment once the call
             # is done with it: lend another only if none would fit a result like the last.
-            advice = state.lend_advice
+            advice = state.lend_advice  # read once: a reply may replace it meanwhile
             fitting = any(_pool.fits(size, advice.nbytes) for size in session.scratch_sizes)
-            lend = None if fitting and not advice.made_during_call else state.lend()
+            lend = None if fitting and not advice.made_during_call else state.lend(advice.nbytes)
             # The worker attaches by name: keep our mappings (and so the names) until
             # the task is over; the caller's arrays themselves are no longer needed.
             if lend is not None:
