@@ -1,10 +1,16 @@
-"""ArrayRef: what crosses the pipe instead of an array's bytes."""
+"""ArrayRef: what crosses the pipe instead of an array's bytes, both ways.
+
+An encoder (see _encoding) decides an array's path and describes it (describe); pickle
+then sends reduction(ref), and the receiver's unpickler calls unpickle, which maps the
+segment and rebuilds the view over the base the receiving session picks (see _decoding).
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
-from functools import lru_cache
-from typing import Any, Literal, NamedTuple, cast
+from functools import lru_cache, partial
+from typing import Any, Literal, NamedTuple, Protocol, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -12,7 +18,19 @@ from numpy.typing import NDArray
 from . import _blocks, _files, _segments
 from ._errors import SegmentError
 
-__all__ = ["ArrayRef", "address_extent", "byte_extent", "describe", "locate", "pack", "rebuild"]
+__all__ = [
+    "ArrayRef",
+    "ReceivingSession",
+    "address_extent",
+    "byte_extent",
+    "describe",
+    "locate",
+    "pack",
+    "rebuild",
+    "receiving",
+    "reduction",
+    "unpickle",
+]
 
 
 class ArrayRef(NamedTuple):
@@ -103,6 +121,53 @@ def pack(ref: ArrayRef) -> tuple[Any, ...]:
     ):
         dtype = dtype.str
     return (ref.name, ref.offset, ref.shape, ref.strides, dtype, *ref[5:])
+
+
+def reduction(ref: ArrayRef) -> tuple[Callable[..., NDArray[Any]], tuple[Any, ...]]:
+    """What pickle sends for an array in shared memory: unpickle and ref's packed fields."""
+    return (unpickle, pack(ref))
+
+
+class ReceivingSession(Protocol):
+    """The decode pass an unpickle belongs to (see _decoding.DecodeSession)."""
+
+    on_handover: Callable[[_segments.SegmentBuffer], None] | None
+
+    def base_for(self, ref: ArrayRef, buffer: _segments.SegmentBuffer) -> Any:
+        """The object views of buffer, the segment ref names, are made from."""
+        ...
+
+
+# The session of the unpickling under way in this thread: pickle calls unpickle with
+# the packed fields alone (see receiving).
+_RECEIVING = threading.local()
+
+
+def receiving(session: ReceivingSession | None) -> None:
+    """Make session the one this thread's next unpickles rebuild for (None: none)."""
+    _RECEIVING.session = session
+
+
+def unpickle(*fields: Any) -> NDArray[Any]:
+    """Rebuild the array a packed ArrayRef describes (pickle's side of reduction).
+
+    A segment handed over becomes this process's: registered, and reported to the
+    session; if it cannot be mapped, it is unlinked, since nobody else will.
+    """
+    ref = ArrayRef(*fields)
+    session: ReceivingSession | None = getattr(_RECEIVING, "session", None)
+    base_for = None if session is None else partial(session.base_for, ref)
+    try:
+        array, buffer = rebuild(ref, base_for)
+    except SegmentError:
+        if ref.handover:  # handed to us: ours to unregister, and to unlink while the name is still its
+            _segments.unlink(ref.name, unregister_if_gone=True, identity=ref.segment_id)
+        raise
+    if ref.handover and buffer is not None:
+        _segments.take_ownership(buffer)
+        if session is not None and session.on_handover is not None:
+            session.on_handover(buffer)
+    return array
 
 
 @lru_cache(maxsize=64)

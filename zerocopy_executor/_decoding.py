@@ -5,22 +5,20 @@ segment's mapping, or a lease (parent) or per-task root (worker) over it that te
 when every view is gone, so that the segment can be recycled. Payloads with
 out-of-band buffers (pickle protocol 5: Arrow data, see _encoding) carry their
 descriptors beside the pickle; they are rebuilt first and handed to the unpickler.
+Each array is rebuilt by _arrayref.unpickle, for the session decode() makes current.
 """
 
 from __future__ import annotations
 
 import pickle
-import threading
 import weakref
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from . import _arrayref, _pool, _segments
-from ._errors import SegmentError
 
 __all__ = ["DecodeSession", "Payload", "TaskDecodeSession", "decode"]
 
@@ -148,37 +146,17 @@ class TaskDecodeSession(DecodeSession):
         return [name for name, ref in self._roots.items() if ref() is not None]
 
 
-_DECODING = threading.local()
-
-
-def _rebuild(*fields: Any) -> NDArray[Any]:
-    ref = _arrayref.ArrayRef(*fields)
-    session: DecodeSession | None = getattr(_DECODING, "session", None)
-    base_for = None if session is None else partial(session.base_for, ref)
-    try:
-        array, buffer = _arrayref.rebuild(ref, base_for)
-    except SegmentError:
-        if ref.handover:  # handed to us: ours to unregister, and to unlink while the name is still its
-            _segments.unlink(ref.name, unregister_if_gone=True, identity=ref.segment_id)
-        raise
-    if ref.handover and buffer is not None:
-        _segments.take_ownership(buffer)
-        if session is not None and session.on_handover is not None:
-            session.on_handover(buffer)
-    return array
-
-
 def decode(payload: Payload, session: DecodeSession | None = None) -> Any:
     """Unpickle a payload, mapping the segments its ArrayRefs name.
 
     Raises:
         SegmentError: a segment or file is gone, or a descriptor is out of bounds.
     """
-    _DECODING.session = session
+    _arrayref.receiving(session)
     try:
         if isinstance(payload, bytes):
             return pickle.loads(payload)
         data, refs = payload
-        return pickle.loads(data, buffers=[_rebuild(*ref) for ref in refs])
+        return pickle.loads(data, buffers=[_arrayref.unpickle(*ref) for ref in refs])
     finally:
-        _DECODING.session = None
+        _arrayref.receiving(None)

@@ -8,7 +8,8 @@ copied once into a segment, or pickled. Buffers that are not ndarrays (pickle pr
 ``reducer_override`` is never shown) reach it through pickle's ``buffer_callback`` and
 take the same paths, described by the same ArrayRef (a 1-D ``uint8`` view) and counted
 in the same stats. It keeps alive what the receiver will map until the receiver is done.
-The picklers (see _picklers) call into it; the receiving side is _decoding.
+The picklers (see _picklers) call into it; pickle sends each array as its ArrayRef's
+reduction, rebuilt on the other side by _arrayref.unpickle (see _decoding).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from numpy.typing import NDArray
 
 from . import _arrayref, _blocks, _files, _pool, _segments, _shm
 from ._config import SharingPolicy
-from ._decoding import Payload, _rebuild
+from ._decoding import Payload
 from ._errors import SegmentError, SharedMemoryFullWarning
 
 __all__ = [
@@ -142,7 +143,7 @@ class EncodeSession:
         ref = self.place(array)
         if ref is None:
             return _exact_reduction(array)
-        return (_rebuild, _arrayref.pack(ref))
+        return _arrayref.reduction(ref)
 
     def buffer_callback(self, buffer: pickle.PickleBuffer) -> bool:
         """Pickle's buffer_callback: share a large buffer out of band (False) or keep it in-band (True)."""

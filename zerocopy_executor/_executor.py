@@ -8,11 +8,13 @@ Data flow of one task, with the module that does each step::
            flight. _codec.encode_task → _picklers → _encoding.EncodeSession: large
            plain arrays → one copy into a warm recycled segment, or a new one
            (_pool.ExecutorSegments.allocate → _segments); arrays already shared →
-           an _arrayref.ArrayRef only; the rest → pickle. A warm segment is lent
-           for the result, unless an argument was copied into one as large.
+           no copy; either way pickle carries an _arrayref.ArrayRef (reduction);
+           the rest → pickle. A warm segment is lent for the result, unless an
+           argument was copied into one as large.
                        ═══ pipe: _messages.TaskMessage, a few hundred bytes per array ═══
     _worker.run_task                                     worker
-      ├─ _decoding.decode: map each segment once (kept mapped for reuse), rebuild views
+      ├─ _decoding.decode → _arrayref.unpickle: map each segment once (kept mapped
+      │          for reuse), rebuild views
       ├─ fn(*args, **kwargs)
       └─ _codec.encode_result → _encoding.EncodeSession: large arrays → into the lent
                         segment or a copied argument's that nothing views any more,

@@ -137,15 +137,15 @@ def task_soak_die(how: str, seconds: float) -> None:
 
 
 class ForgedArray:
-    """Pickles as the codec's rebuild call with a descriptor we chose (a forged one)."""
+    """Pickles as an array's rebuild call with a descriptor we chose (a forged one)."""
 
     def __init__(self, ref: Any) -> None:
         self.ref = ref
 
     def __reduce__(self) -> tuple[Any, ...]:
-        from zerocopy_executor import _decoding
+        from zerocopy_executor import _arrayref
 
-        return (_decoding._rebuild, tuple(self.ref))
+        return (_arrayref.unpickle, tuple(self.ref))
 
 
 def forged_ref(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import zerocopy_executor as zc
-from zerocopy_executor import _arrayref, _decoding, _namespace, _segments
+from zerocopy_executor import _arrayref, _namespace, _segments
 from zerocopy_executor._errors import SegmentError
 
 TAG = _namespace.new_tag()
@@ -123,7 +123,7 @@ def test_fifo_made_at_a_handed_over_name_is_refused_without_blocking():
     os.mkfifo(shm_path(name))
     try:
         with pytest.raises(SegmentError, match="is not the one its sender made"):
-            _decoding._rebuild(*ref)
+            _arrayref.unpickle(*ref)
         assert stat.S_ISFIFO(os.stat(shm_path(name)).st_mode)
     finally:
         os.unlink(shm_path(name))
@@ -136,7 +136,7 @@ def test_handed_over_segment_made_again_is_refused_and_left_to_its_owner():
     inode = make_again(name, 8 * 512)
     try:
         with pytest.raises(SegmentError, match="is not the one its sender made"):
-            _decoding._rebuild(*ref)
+            _arrayref.unpickle(*ref)
         assert os.stat(shm_path(name)).st_ino == inode  # someone else's file now: not ours to unlink
     finally:
         os.unlink(shm_path(name))  # the registration was ended by the refusal
