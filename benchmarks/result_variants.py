@@ -31,8 +31,9 @@ process tree's PSS (/dev/shm included) over a few calls, and what is still held 
 the last result is dropped (the warm segments the executor keeps for reuse), both
 counted from before the executor started.
 
-Targets (issue #14): empty_like within 1.2x of in-place, ``a * 2`` within 1.5x. Against
-the same-work floor, a variant's ratio above 1 is what returning a new array costs.
+Reading the ratios: against the same-work floor, a variant's ratio above 1 is what
+returning a new array costs. Against the in-place floor, no out-of-place variant can do
+better than the workload line's bound: it streams two arrays where the floor streams one.
 """
 
 from __future__ import annotations
