@@ -199,7 +199,7 @@ def _map_block(name: str, identity: _identity.Identity | None, fd: int) -> _segm
     if not stat.S_ISREG(status.st_mode):
         msg = f"shared memory block {name!r} is not a regular file now; it was replaced behind our back"
         raise SegmentError(msg)
-    _identity.check(name, _identity.of(status), identity)
+    _identity.check(name, _identity.of(status), identity, user_block=True)
     if status.st_size == 0:
         msg = f"shared memory block {name!r} is empty; it was truncated or replaced behind our back"
         raise SegmentError(msg)

@@ -31,19 +31,28 @@ def of(status: os.stat_result) -> Identity:
     return (status.st_uid, status.st_dev, status.st_ino)
 
 
-def check(name: str, found: Identity, expected: object) -> None:
-    """Refuse (SegmentError) a segment whose identity is not the one its sender recorded."""
+def check(name: str, found: Identity, expected: object, *, user_block: bool = False) -> None:
+    """Refuse (SegmentError) a segment whose identity is not the one its sender recorded.
+
+    user_block: name is a user's SharedMemory block, which the user keeps alive, not us.
+    """
     if found == expected:
         return
+    what = "shared memory block" if user_block else "segment"
     if not (isinstance(expected, tuple) and len(expected) == len(found)):
         msg = (
-            f"descriptor for segment {name!r} has no valid identity, {expected!r}; it was forged or corrupted"
+            f"descriptor for {what} {name!r} has no valid identity, {expected!r}; it was forged or corrupted"
         )
         raise SegmentError(msg)
+    keep = (
+        "do not unlink the block (nor leave the SharedMemoryManager that made it)"
+        if user_block
+        else "keep the array (and the executor) alive"
+    )
     msg = (
-        f"refusing to map segment {name!r}: it is not the one its sender made (owner uid, device, "
+        f"refusing to map {what} {name!r}: it is not the one its sender made (owner uid, device, "
         f"inode: {found!r}, the sender's {expected!r}); its name was unlinked and made again, perhaps "
-        "by another user: keep the array (and the executor) alive until the futures that use it finish"
+        f"by another user: {keep} until the futures that use it finish"
     )
     raise SegmentError(msg)
 

@@ -74,8 +74,11 @@ def test_name_made_again_by_another_file_is_refused(block):
     block.unlink()
     impostor = SharedMemory(name=block.name, create=True, size=N * 8)
     try:
-        with pytest.raises(SegmentError, match="not the one its sender made"):
+        with pytest.raises(SegmentError, match="not the one its sender made") as refused:
             _arrayref.rebuild(ref)
+        message = str(refused.value)
+        assert message.startswith(f"refusing to map shared memory block {block.name!r}"), message
+        assert "do not unlink the block (nor leave the SharedMemoryManager that made it)" in message, message
     finally:
         impostor.close()  # the fixture unlinks the name
     del array
