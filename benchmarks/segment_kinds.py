@@ -3,7 +3,7 @@
     python benchmarks/segment_kinds.py              # 128 and 512 MB, 48 rounds over 8 sets of executors
     python benchmarks/segment_kinds.py --quick      # 128 MB, 12 rounds over 2 (about half a minute)
 
-Linux only. Four SharedArrayExecutors (2 workers each) live in this one process: copied
+Linux only. Four SharedArrayExecutors (WORKERS each) live in this one process: copied
 and by reference, each on memfd and on named segments. Every round takes one call of
 each, who goes first rotating, so all four share the machine's drift; separate runs of
 one kind after the other differed by up to 1.3x on a sub-millisecond call here. The
@@ -12,8 +12,8 @@ segment kind is chosen per process by ZEROCOPY_EXECUTOR_SEGMENTS, read when a se
 is made; this script sets it around each executor's creation and each call, so the
 parent makes each executor's segments of its kind. A named executor's workers make
 named segments too: an executor started without memfd gives its workers no inbox to
-hand memfds to. The table is the median ms per call, the interquartile range, and
-memfd / named.
+hand memfds to. The table gives each kind's median ms per call and interquartile range over
+all sets, and memfd / named as the geometric mean of the sets' own ratios (see run_size).
 """
 
 from __future__ import annotations
@@ -40,7 +40,13 @@ MB = 1 << 20
 KINDS = ("memfd", "named")
 PATHS = ("copied", "by reference")
 WORKLOADS = ("W1", "W2")
-Row = tuple[str, int, str, list[float], list[float]]
+WORKERS = 2
+# Calls before timing, per executor and workload: the first makes the result's segment
+# (fresh pages), and each worker maps the recycled segment once before its calls are
+# warm (W2 by reference at 512 MB: about 515, 120, 85, then 50 ms per call).
+WARM_UP_CALLS = 1 + WORKERS
+# (workload, MB, path, memfd's times, named's times, each set's memfd / named)
+Row = tuple[str, int, str, list[float], list[float], list[float]]
 
 
 @contextlib.contextmanager
@@ -63,7 +69,7 @@ class KindRunner:
     def __init__(self, kind: str, path: str, context: multiprocessing.context.BaseContext) -> None:
         self.kind, self.path = kind, path
         with segment_kind(kind):
-            executor = zerocopy_executor.SharedArrayExecutor(2, mp_context=context)
+            executor = zerocopy_executor.SharedArrayExecutor(WORKERS, mp_context=context)
             self.runner = ExecutorRunner(executor, shared=path == "by reference")
             self.runner.start()
 
@@ -99,15 +105,20 @@ def _made_of(array: np.ndarray) -> str:
 def run_size(
     size_mb: int, rounds: int, blocks: int, context: multiprocessing.context.BaseContext
 ) -> list[Row]:
-    """Both workloads on four executors, in blocks of fresh executors made in alternating orders.
+    """Both workloads on four executors, in sets of fresh executors made in alternating orders.
 
-    Where an executor's segments land in its workers' address space matters more than
-    their kind: one executor's W2 by reference ran 10-15% slower than another's of the
-    same kind, the first-made executor more often (seen here, with equal system calls
-    per task and equal instruction counts). Each block makes new executors, memfd's
-    first and named's first in turn, and the rounds are spread over the blocks.
+    Which executor is made first matters more than the kind of its segments: two
+    by-reference executors of the same kind, made one after the other, took 47-52 and
+    42-44 ms for W2 at 512 MB, the first made slower in every set, with equal system
+    calls and instruction counts per task (where their pages land in physical memory is
+    the suspect; nothing of ours differs). So each set makes new executors, memfd's
+    first and named's first in turn, and the ratio that compares the kinds is the
+    geometric mean of the sets' own ratios: an AB/BA crossover, in which the effect of
+    being made first cancels out between the two orders.
     """
     times: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    per_set: dict[tuple[str, str], list[float]] = defaultdict(list)
+    per_block = max(1, rounds // blocks)
     for block in range(blocks):
         kinds = KINDS if block % 2 == 0 else KINDS[::-1]
         runners = [KindRunner(kind, path, context) for kind in kinds for path in PATHS]
@@ -118,18 +129,32 @@ def run_size(
             del array
             for workload in WORKLOADS:
                 calls = [r.call(workload) for r in runners]
-                for call in calls:  # a warm-up call each: the first touch of fresh pages
-                    call()
-                for round_ in range(max(1, rounds // blocks)):
+                for call in calls:  # until steady: see WARM_UP_CALLS
+                    for _ in range(WARM_UP_CALLS):
+                        call()
+                this_set: dict[tuple[str, str], list[float]] = defaultdict(list)
+                for round_ in range(per_block):
                     for turn in range(len(runners)):
                         index = (round_ + turn) % len(runners)
-                        times[workload, runners[index].path, runners[index].kind].append(calls[index]())
-                _progress(f"{workload} {size_mb} MB, block {block + 1} of {blocks}: done\n")
+                        this_set[runners[index].path, runners[index].kind].append(calls[index]())
+                for (path, kind), taken in this_set.items():
+                    times[workload, path, kind].extend(taken)
+                for path in PATHS:
+                    memfd, named = (statistics.median(this_set[path, kind]) for kind in KINDS)
+                    per_set[workload, path].append(memfd / named)
+                _progress(f"{workload} {size_mb} MB, set {block + 1} of {blocks}: done\n")
         finally:
             for runner in runners:
                 runner.close()
     return [
-        (workload, size_mb, path, times[workload, path, "memfd"], times[workload, path, "named"])
+        (
+            workload,
+            size_mb,
+            path,
+            times[workload, path, "memfd"],
+            times[workload, path, "named"],
+            per_set[workload, path],
+        )
         for workload in WORKLOADS
         for path in PATHS
     ]
@@ -145,13 +170,15 @@ def render(rows: list[Row], rounds: int, blocks: int) -> str:
         f"memfd against named segments, {rounds} rounds in turns over {blocks} sets of executors, "
         f"{multiprocessing.get_start_method()} workers, Python {sys.version.split()[0]}",
         "",
-        "| workload | MB | path | named median (IQR) ms | memfd median (IQR) ms | memfd / named |",
+        "| workload | MB | path | named median (IQR) ms | memfd median (IQR) ms "
+        "| memfd / named, per set: geometric mean (range) |",
         "| --- | ---: | --- | ---: | ---: | ---: |",
     ]
-    for workload, size_mb, path, memfd, named in rows:
-        ratio = statistics.median(memfd) / statistics.median(named)
+    for workload, size_mb, path, memfd, named, per_set in rows:
+        ratio = statistics.geometric_mean(per_set)
         lines.append(
-            f"| {workload} | {size_mb} | {path} | {_summary(named)} | {_summary(memfd)} | {ratio:.2f} |"
+            f"| {workload} | {size_mb} | {path} | {_summary(named)} | {_summary(memfd)} "
+            f"| {ratio:.2f} ({min(per_set):.2f}-{max(per_set):.2f}) |"
         )
     return "\n".join(lines) + "\n"
 
@@ -174,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([128] if args.quick else [128, 512])
     rounds = args.rounds or (12 if args.quick else 48)
     blocks = args.blocks or (2 if args.quick else 8)
+    if blocks % 2:
+        parser.error("--blocks must be even: half the sets make memfd's executors first, half named's")
     multiprocessing.set_start_method(args.start_method)
     context = multiprocessing.get_context()
     if (
