@@ -43,7 +43,9 @@ WORKLOADS = ("W1", "W2")
 WORKERS = 2
 # Calls before timing, per executor and workload: the first makes the result's segment
 # (fresh pages), and each worker maps the recycled segment once before its calls are
-# warm (W2 by reference at 512 MB: about 515, 120, 85, then 50 ms per call).
+# warm (W2 by reference at 512 MB: about 515, 120, 85, then 50 ms per call). Which
+# worker takes a call is not ours to choose, so a worker may still be cold when timing
+# starts: a set's median absorbs such a call.
 WARM_UP_CALLS = 1 + WORKERS
 # (workload, MB, path, memfd's times, named's times, each set's memfd / named)
 Row = tuple[str, int, str, list[float], list[float], list[float]]
@@ -103,7 +105,7 @@ def _made_of(array: np.ndarray) -> str:
 
 
 def run_size(
-    size_mb: int, rounds: int, blocks: int, context: multiprocessing.context.BaseContext
+    size_mb: int, rounds_per_set: int, sets: int, context: multiprocessing.context.BaseContext
 ) -> list[Row]:
     """Both workloads on four executors, in sets of fresh executors made in alternating orders.
 
@@ -118,9 +120,8 @@ def run_size(
     """
     times: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     per_set: dict[tuple[str, str], list[float]] = defaultdict(list)
-    per_block = max(1, rounds // blocks)
-    for block in range(blocks):
-        kinds = KINDS if block % 2 == 0 else KINDS[::-1]
+    for set_index in range(sets):
+        kinds = KINDS if set_index % 2 == 0 else KINDS[::-1]
         runners = [KindRunner(kind, path, context) for kind in kinds for path in PATHS]
         try:
             array = np.arange(size_mb * MB // 8, dtype=np.float64)
@@ -133,7 +134,7 @@ def run_size(
                     for _ in range(WARM_UP_CALLS):
                         call()
                 this_set: dict[tuple[str, str], list[float]] = defaultdict(list)
-                for round_ in range(per_block):
+                for round_ in range(rounds_per_set):
                     for turn in range(len(runners)):
                         index = (round_ + turn) % len(runners)
                         this_set[runners[index].path, runners[index].kind].append(calls[index]())
@@ -142,7 +143,7 @@ def run_size(
                 for path in PATHS:
                     memfd, named = (statistics.median(this_set[path, kind]) for kind in KINDS)
                     per_set[workload, path].append(memfd / named)
-                _progress(f"{workload} {size_mb} MB, set {block + 1} of {blocks}: done\n")
+                _progress(f"{workload} {size_mb} MB, set {set_index + 1} of {sets}: done\n")
         finally:
             for runner in runners:
                 runner.close()
@@ -165,9 +166,9 @@ def _summary(times: list[float]) -> str:
     return f"{statistics.median(times) * 1e3:.3g} ({low:.3g}-{high:.3g})"
 
 
-def render(rows: list[Row], rounds: int, blocks: int) -> str:
+def render(rows: list[Row], rounds: int, sets: int) -> str:
     lines = [
-        f"memfd against named segments, {rounds} rounds in turns over {blocks} sets of executors, "
+        f"memfd against named segments, {rounds} rounds in turns over {sets} sets of executors, "
         f"{multiprocessing.get_start_method()} workers, Python {sys.version.split()[0]}",
         "",
         "| workload | MB | path | named median (IQR) ms | memfd median (IQR) ms "
@@ -192,25 +193,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="128 MB, 12 rounds over 2 sets of executors")
     parser.add_argument("--sizes", help="array sizes in MB, e.g. 128,512")
-    parser.add_argument("--rounds", type=int, help="calls of each runner per workload, over all blocks")
-    parser.add_argument("--blocks", type=int, help="sets of fresh executors, made in alternating orders")
+    parser.add_argument("--rounds", type=int, help="calls of each executor per workload, over all sets")
+    parser.add_argument("--sets", type=int, help="sets of fresh executors, made in alternating orders (even)")
     parser.add_argument("--start-method", default="forkserver")
     args = parser.parse_args(argv)
     if not _memfd.chosen():
         parser.error("memfd segments are not available here (or ZEROCOPY_EXECUTOR_SEGMENTS=named is set)")
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([128] if args.quick else [128, 512])
     rounds = args.rounds or (12 if args.quick else 48)
-    blocks = args.blocks or (2 if args.quick else 8)
-    if blocks % 2:
-        parser.error("--blocks must be even: half the sets make memfd's executors first, half named's")
+    sets = args.sets or (2 if args.quick else 8)
+    if sets < 2 or sets % 2:
+        parser.error("--sets must be even and at least 2: half make memfd's executors first, half named's")
+    rounds_per_set = max(1, rounds // sets)
     multiprocessing.set_start_method(args.start_method)
     context = multiprocessing.get_context()
     if (
         args.start_method == "forkserver"
     ):  # started before any kind is set: its children inherit its environment
         multiprocessing.forkserver.ensure_running()
-    rows = [row for size_mb in sizes for row in run_size(size_mb, rounds, blocks, context)]
-    sys.stdout.write(render(rows, rounds, blocks))
+    rows = [row for size_mb in sizes for row in run_size(size_mb, rounds_per_set, sets, context)]
+    sys.stdout.write(render(rows, rounds_per_set * sets, sets))
     return 0
 
 

@@ -143,16 +143,23 @@ class ReceivingSession(Protocol):
 _RECEIVING = threading.local()
 
 
-def receiving(session: ReceivingSession | None) -> None:
-    """Make session the one this thread's next unpickles rebuild for (None: none)."""
+def receiving(session: ReceivingSession | None) -> ReceivingSession | None:
+    """Make session the one this thread's unpickles rebuild for (None: none); return the one before.
+
+    A decode restores the one before when it ends: an object whose unpickling decodes
+    another payload must not leave the outer decode's arrays without their session.
+    """
+    previous: ReceivingSession | None = getattr(_RECEIVING, "session", None)
     _RECEIVING.session = session
+    return previous
 
 
 def unpickle(*fields: Any) -> NDArray[Any]:
-    """Rebuild the array a packed ArrayRef describes (pickle's side of reduction).
+    """Rebuild the array a packed ArrayRef describes: pickle's side of reduction.
 
-    A segment handed over becomes this process's: registered, and reported to the
-    session; if it cannot be mapped, it is unlinked, since nobody else will.
+    _decoding calls it too, for out-of-band buffers. A segment handed over becomes this
+    process's: registered, and reported to the session; if it cannot be mapped, it is
+    unlinked, since nobody else will.
     """
     ref = ArrayRef(*fields)
     session: ReceivingSession | None = getattr(_RECEIVING, "session", None)

@@ -195,13 +195,14 @@ def attach(name: str, identity: _identity.Identity | None) -> _segments.SegmentB
 
 
 def _map_block(name: str, identity: _identity.Identity | None, fd: int) -> _segments.SegmentBuffer:
+    block = name.removeprefix(BLOCK_PREFIX)  # as the user knows it
     status = os.fstat(fd)
     if not stat.S_ISREG(status.st_mode):
-        msg = f"shared memory block {name!r} is not a regular file now; it was replaced behind our back"
+        msg = f"shared memory block {block!r} is not a regular file now; it was replaced behind our back"
         raise SegmentError(msg)
-    _identity.check(name, _identity.of(status), identity, user_block=True)
+    _identity.check(block, _identity.of(status), identity, user_block=True)
     if status.st_size == 0:
-        msg = f"shared memory block {name!r} is empty; it was truncated or replaced behind our back"
+        msg = f"shared memory block {block!r} is empty; it was truncated or replaced behind our back"
         raise SegmentError(msg)
     buffer, address = _fdless_mmap.map_shared(_segments.SegmentBuffer, fd, status.st_size)
     buffer.name, buffer.identity, buffer.address = name, _identity.of(status), address

@@ -1,6 +1,6 @@
 """Decoding: rebuilding arrays and buffers from their descriptors, over the right base.
 
-A DecodeSession rebuilds each array from its ArrayRef over the right base object: a
+A DecodeSession picks the base each array is rebuilt over from its ArrayRef: a
 segment's mapping, or a lease (parent) or per-task root (worker) over it that tells
 when every view is gone, so that the segment can be recycled. Payloads with
 out-of-band buffers (pickle protocol 5: Arrow data, see _encoding) carry their
@@ -152,11 +152,11 @@ def decode(payload: Payload, session: DecodeSession | None = None) -> Any:
     Raises:
         SegmentError: a segment or file is gone, or a descriptor is out of bounds.
     """
-    _arrayref.receiving(session)
+    outer = _arrayref.receiving(session)
     try:
         if isinstance(payload, bytes):
             return pickle.loads(payload)
         data, refs = payload
         return pickle.loads(data, buffers=[_arrayref.unpickle(*ref) for ref in refs])
     finally:
-        _arrayref.receiving(None)
+        _arrayref.receiving(outer)

@@ -45,7 +45,7 @@ def check(name: str, found: Identity, expected: object, *, user_block: bool = Fa
         )
         raise SegmentError(msg)
     keep = (
-        "do not unlink the block (nor leave the SharedMemoryManager that made it)"
+        "do not unlink the block (nor shut down a SharedMemoryManager that made it)"
         if user_block
         else "keep the array (and the executor) alive"
     )

@@ -78,7 +78,7 @@ def test_name_made_again_by_another_file_is_refused(block):
             _arrayref.rebuild(ref)
         message = str(refused.value)
         assert message.startswith(f"refusing to map shared memory block {block.name!r}"), message
-        assert "do not unlink the block (nor leave the SharedMemoryManager that made it)" in message, message
+        assert "do not unlink the block (nor shut down a SharedMemoryManager" in message, message
     finally:
         impostor.close()  # the fixture unlinks the name
     del array

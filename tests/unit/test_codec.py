@@ -299,3 +299,41 @@ def test_a_main_function_s_by_value_bytes_follow_its_keyword_only_defaults():
     scaled.__kwdefaults__["factors"].append(2.0)
     assert pickle.loads(_main_functions._by_value(scaled, dumps)) == {"factors": [1.0, 2.0]}
     assert pickle.loads(first) == {"factors": [1.0]}
+
+
+def _decode_inside(payload):
+    return _decoding.decode(payload)
+
+
+class _DecodesWhileUnpickled:
+    """Unpickles by decoding another payload: a decode inside a decode."""
+
+    def __init__(self, payload):
+        self.payload = payload
+
+    def __reduce__(self):
+        return (_decode_inside, (self.payload,))
+
+
+class _RecordingSession(_decoding.DecodeSession):
+    __slots__ = ("seen",)
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def base_for(self, ref, buffer):
+        self.seen.append(ref.name)
+        return super().base_for(ref, buffer)
+
+
+def test_a_decode_inside_a_decode_leaves_the_outer_session_in_place():
+    """Arrays after a nested decode are still rebuilt for the outer decode's session."""
+    before, after, inner = zc.zeros(1000), zc.zeros(1000), zc.zeros(1000)
+    nested = _DecodesWhileUnpickled(_codec.encode_call((inner,), session()))
+    payload = _codec.encode_call((before, nested, after), session())
+    outer = _RecordingSession()
+    got_before, (got_inner,), got_after = _decoding.decode(payload, outer)
+    assert len(outer.seen) == 2, outer.seen  # before and after: the inner array had no session
+    for got, sent in ((got_before, before), (got_inner, inner), (got_after, after)):
+        assert np.shares_memory(got, sent)
