@@ -6,7 +6,8 @@ never does; a thread of ours left waiting would make every fork warn: our execut
 workers under the fork start method, the user's own forks after it, and a task that
 forks in a worker. So before any fork of this process each watcher's thread is stopped
 and joined, and after it the parent starts it again; a forked child has none (its
-owner's own fork hook decides what the child keeps).
+owner's own fork hook decides what the child keeps). Linux only: it wakes its thread
+through an eventfd, and what it watches (the memfd inbox, a pidfd) is Linux's.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -25,79 +25,76 @@ __all__ = ["FdWatcher"]
 
 
 class FdWatcher:
-    """Calls on_readable() from a daemon thread each time fd is readable, until fd is closed or stop().
+    """Calls on_readable() from a daemon thread each time fd is readable, until stop().
 
     Args:
         name: the thread's name.
-        fd: the descriptor to watch; its owner closes it (after stop()).
+        fd: the descriptor to watch; its owner closes it, after stop().
         on_readable: reads what is there, or does what fd's readiness means.
     """
 
     def __init__(self, name: str, fd: int, on_readable: Callable[[], object]) -> None:
         self._name, self._fd, self._on_readable = name, fd, on_readable
-        self._wake_read, self._wake_write = _wake_descriptors()  # readable: the thread returns
+        self._wake = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)  # readable: the thread returns
+        self._lock = threading.Lock()  # two threads may fork at once, or one stop() meanwhile
+        self._wanted = True  # until stop(): a fork's pause is only a pause
         self._thread: threading.Thread | None = None
-        self._resume = False  # stopped for a fork: start again after it
         _ALL.add(self)
-        self._start()
+        self._resume_in_parent()
 
     def stop(self) -> None:
-        """Stop the thread for good, and release the watcher's own descriptors."""
-        self._pause()
-        self._resume = False
-        self._close_wake()
-
-    def _start(self) -> None:
-        self._thread = threading.Thread(target=self._watch, name=self._name, daemon=True)
-        self._thread.start()
+        """Stop the thread for good, and close the watcher's own descriptor."""
+        with self._lock:
+            self._wanted = False
+            self._join()
+            os.close(self._wake)
+            self._wake = -1
+        _ALL.discard(self)
 
     def _watch(self) -> None:
         poller = select.poll()  # not select(): descriptors may be numbered past 1024
         poller.register(self._fd, select.POLLIN)
-        poller.register(self._wake_read, select.POLLIN)
+        poller.register(self._wake, select.POLLIN)
         while True:
             ready = dict(poller.poll())
-            if self._wake_read in ready:
-                os.read(self._wake_read, 8)
+            if self._wake in ready:
                 return
-            if ready.get(self._fd, 0) & select.POLLNVAL:  # fd closed: nothing more to watch
+            if ready.get(self._fd, 0) & select.POLLNVAL:  # closed under us: end rather than spin
                 return
             self._on_readable()
 
+    def _join(self) -> None:
+        """Have the thread return and join it (lock held); not from the thread itself."""
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return
+        os.eventfd_write(self._wake, 1)
+        join_before_fork(thread)
+        self._thread = None
+
     def _pause(self) -> None:
-        """Before a fork: the thread returns, and is joined (so no fork meets it)."""
-        thread, self._thread = self._thread, None
-        self._resume = False
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            os.write(self._wake_write, _WAKE)
-            join_before_fork(thread)
-            self._resume = True
+        """Before a fork: no thread of ours may run into it."""
+        with self._lock:
+            self._join()
 
     def _resume_in_parent(self) -> None:
-        if self._resume:
-            self._resume = False
-            self._start()
+        """After a fork, in the parent (and at the start): the thread runs, unless stop() was called."""
+        with self._lock:
+            if not self._wanted or self._thread is not None:
+                return
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._wake)  # a wake-up its last thread ended without reading
+            self._thread = threading.Thread(target=self._watch, name=self._name, daemon=True)
+            self._thread.start()
 
     def _forget_in_child(self) -> None:
-        self._thread, self._resume = None, False
-        self._close_wake()
-
-    def _close_wake(self) -> None:
-        for fd in {self._wake_read, self._wake_write}:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self._lock = threading.Lock()
+        self._wanted, self._thread = False, None
+        if self._wake >= 0:
+            os.close(self._wake)
 
 
 _ALL: weakref.WeakSet[FdWatcher] = weakref.WeakSet()  # one set of fork hooks for all
-_WAKE = (1).to_bytes(8, sys.byteorder)  # what an eventfd takes; a pipe takes it too
-
-
-def _wake_descriptors() -> tuple[int, int]:
-    """Where to read and write a wake-up: one eventfd (Linux), else a pipe's two ends."""
-    if hasattr(os, "eventfd"):
-        fd = os.eventfd(0, os.EFD_CLOEXEC)
-        return fd, fd
-    return os.pipe()
 
 
 def _pause_all() -> None:

@@ -38,8 +38,9 @@ import cloudpickle
 
 __all__ = ["at_fork", "join_before_fork"]
 
-# How long a joined thread may take to leave the kernel's thread list: microseconds as a rule.
-_EXIT_SECONDS = 0.05
+# How long a joined thread may take to leave the kernel's thread list: microseconds as a
+# rule, longer on a loaded machine.
+_EXIT_SECONDS = 0.5
 # Whether we reset the tracker's lock: CPython's own reset comes with this method.
 _RESETS_TRACKER_LOCK = not hasattr(resource_tracker.ResourceTracker, "_after_fork_in_child")
 

@@ -63,6 +63,8 @@ class IdleExpiry:
 
     def _start_thread(self) -> bool:
         """Start the thread (lock held); False if none can start (interpreter exit)."""
+        if self._paused:  # a fork is under way: the parent starts it after
+            return True
         # A daemon: it must never delay the interpreter's exit.
         thread = threading.Thread(target=self._run, name=self._name, daemon=True)
         try:
@@ -100,11 +102,14 @@ class IdleExpiry:
         return True
 
     def _pause(self) -> threading.Thread | None:
-        """Before a fork: have the thread return (see _fd_watcher for why); the thread to join."""
+        """Before a fork: have the thread return and start none (see _fd_watcher); the thread to join.
+
+        Other fork hooks may arm meanwhile (the reaper's, as it runs what is due: a
+        result collected returns its segment to the pool): that thread waits for the parent.
+        """
         with self._wake:
-            if self._thread is not None:
-                self._paused = True
-                self._wake.notify()
+            self._paused = True
+            self._wake.notify()
             return self._thread
 
     def _resume_in_parent(self) -> None:
@@ -124,13 +129,15 @@ _ALL: weakref.WeakSet[IdleExpiry] = (
 )  # one fork hook for all: a hook each would keep them alive
 
 
-_JOIN_SECONDS = 1.0  # expire() may wait for a lock the forking thread holds: then fork anyway
+# expire() takes its owner's lock: should a fork ever come from a thread that holds it,
+# fork with the thread still running rather than hang.
+_JOIN_SECONDS = 1.0
 
 
 def _pause_threads_before_fork() -> None:
     threads = [expiry._pause() for expiry in list(_ALL)]
     for thread in threads:
-        if thread is not None:
+        if thread is not None and thread is not threading.current_thread():  # expire() may fork
             join_before_fork(thread, _JOIN_SECONDS)
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from zerocopy_executor._fd_watcher import FdWatcher
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="an eventfd wakes it: Linux")
+
+if sys.platform.startswith("linux"):
+    from zerocopy_executor._fd_watcher import FdWatcher
 
 
 @pytest.fixture
@@ -33,11 +37,15 @@ def _threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "test-watch"]
 
 
+def _reader(read: int, got: list[bytes]) -> FdWatcher:
+    return FdWatcher("test-watch", read, lambda: got.append(os.read(read, 100)))
+
+
 def test_reads_as_data_comes_and_again_after_stepping_aside_for_a_fork(pipe) -> None:
     """on_readable runs for each write; paused (as before a fork) no thread runs; resumed it reads again."""
     read, write = pipe
     got: list[bytes] = []
-    watcher = FdWatcher("test-watch", read, lambda: got.append(os.read(read, 100)))
+    watcher = _reader(read, got)
     os.write(write, b"a")
     assert _wait_for(lambda: got == [b"a"])
     watcher._pause()  # what the before-fork hook does
@@ -49,8 +57,34 @@ def test_reads_as_data_comes_and_again_after_stepping_aside_for_a_fork(pipe) -> 
     assert _wait_for(lambda: got == [b"a", b"b"])
     watcher.stop()
     assert not _threads()
-    watcher._resume_in_parent()  # a fork after stop() starts nothing
-    assert not _threads()
+
+
+def test_two_forks_at_once_leave_one_thread_running(pipe) -> None:
+    """Two threads forking together pause twice and resume twice: one thread runs after, not none."""
+    read, write = pipe
+    got: list[bytes] = []
+    watcher = _reader(read, got)
+    watcher._pause()
+    watcher._pause()  # the second fork finds no thread
+    watcher._resume_in_parent()
+    watcher._resume_in_parent()
+    assert len(_threads()) == 1
+    os.write(write, b"c")
+    assert _wait_for(lambda: got == [b"c"])
+    watcher.stop()
+
+
+def test_a_wake_up_left_unread_does_not_end_the_next_thread(pipe) -> None:
+    """A wake-up its last thread did not consume is dropped when the next one starts."""
+    read, write = pipe
+    got: list[bytes] = []
+    watcher = _reader(read, got)
+    watcher._pause()
+    os.eventfd_write(watcher._wake, 1)  # as if the thread had ended before reading its wake-up
+    watcher._resume_in_parent()
+    os.write(write, b"d")
+    assert _wait_for(lambda: got == [b"d"])
+    watcher.stop()
 
 
 def test_a_stopped_watcher_is_not_started_again_by_a_fork(pipe) -> None:
