@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import NoReturn
 
 from ._fd_watcher import FdWatcher
 
@@ -59,7 +60,7 @@ def is_running(pid: int) -> bool:
         return True
 
 
-def _die(on_orphaned: Callable[[], object] | None) -> None:
+def _die(on_orphaned: Callable[[], object] | None) -> NoReturn:
     try:
         if on_orphaned is not None:
             on_orphaned()
