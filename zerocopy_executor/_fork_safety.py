@@ -20,27 +20,18 @@ Borrowed (tests/unit/test_fork_safety.py fails if they change): the ``_lock`` (a
 ``multiprocessing.resource_tracker._resource_tracker`` (Python 3.10 to 3.13.0),
 ``cloudpickle.cloudpickle._DYNAMIC_CLASS_TRACKER_LOCK`` (a ``Lock``), and the locks'
 ``_at_fork_reinit``, which is how CPython resets its own.
-
-Our own background threads are not left running into a fork at all: each stops before
-any fork and starts again after it in the parent (see _fd_watcher), joined with
-``join_before_fork``.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Callable
 from multiprocessing import resource_tracker
 
 import cloudpickle
 
-__all__ = ["at_fork", "join_before_fork"]
+__all__ = ["at_fork"]
 
-# How long a joined thread may take to leave the kernel's thread list: microseconds as a
-# rule, longer on a loaded machine.
-_EXIT_SECONDS = 0.5
 # Whether we reset the tracker's lock: CPython's own reset comes with this method.
 _RESETS_TRACKER_LOCK = not hasattr(resource_tracker.ResourceTracker, "_after_fork_in_child")
 
@@ -66,18 +57,3 @@ def at_fork(
 
 
 at_fork(after_in_child=_reset_locks)
-
-
-def join_before_fork(thread: threading.Thread, timeout: float | None = None) -> None:
-    """Join thread, then wait until the kernel no longer counts it (a moment at most).
-
-    Python 3.12+ warns at a fork when the kernel counts other threads in the process, and
-    a joined thread still ends its last steps (pthread_exit) after ``join()`` returns.
-    """
-    thread.join(timeout)
-    if thread.is_alive() or thread.native_id is None:
-        return
-    task = f"/proc/self/task/{thread.native_id}"
-    deadline = time.monotonic() + _EXIT_SECONDS
-    while os.path.exists(task) and time.monotonic() < deadline:
-        os.sched_yield()

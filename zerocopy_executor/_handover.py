@@ -29,11 +29,11 @@ import contextlib
 import errno
 import os
 import secrets
+import select
 import socket
 import threading
 
 from . import _namespace
-from ._fd_watcher import FdWatcher
 from ._fork_safety import at_fork
 
 __all__ = ["discard_tagged", "inbox_address", "post", "set_parent_inbox", "take"]
@@ -54,7 +54,7 @@ class _Inbox:
         self.refused: set[str] = set()  # posted twice: neither can be trusted
         self.lost: set[str] = set()  # posted while this process had no descriptor free
         self.lock = threading.Lock()
-        self.reader = FdWatcher("zerocopy-inbox", self.socket.fileno(), self._read_queued)
+        threading.Thread(target=self._read_as_they_come, name="zerocopy-inbox", daemon=True).start()
 
     def take(self, name: str) -> int:
         """The descriptor posted for name; the caller owns it.
@@ -73,9 +73,14 @@ class _Inbox:
                 raise OSError(errno.EMFILE, msg)
             raise OSError(errno.ENOENT, "its maker never posted it")
 
-    def _read_queued(self) -> None:
-        with self.lock:
-            self._read_all()
+    def _read_as_they_come(self) -> None:
+        while True:
+            try:
+                select.select([self.socket], [], [])
+            except (OSError, ValueError):  # closed
+                return
+            with self.lock:
+                self._read_all()
 
     def _read_all(self) -> None:
         """Move every queued datagram's descriptors into arrived (lock held)."""
@@ -115,8 +120,7 @@ class _Inbox:
                 os.close(self.arrived.pop(name))
 
     def close(self) -> None:
-        """Stop the reader thread, close the socket and what was posted and never taken."""
-        self.reader.stop()
+        """Close the socket (its reader thread then ends) and what was posted and never taken."""
         with self.lock:
             self.socket.close()
             for fd in self.arrived.values():

@@ -6,8 +6,7 @@ reusable executors (_reusable). Each holds an IdleExpiry and arms it with the ti
 which its oldest idle thing is due; the thread sleeps until then, calls the owner's
 ``expire()``, which lets go of what is due and returns the next time (or None), and
 exits when nothing is left: an idle process keeps no thread for this, and a busy one
-wakes only when something can be due. It also returns before any fork of the process
-and starts again after it (see _fd_watcher for why).
+wakes only when something can be due.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import time
 import weakref
 from collections.abc import Callable
 
-from ._fork_safety import at_fork, join_before_fork
+from ._fork_safety import at_fork
 
 __all__ = ["IdleExpiry"]
 
@@ -37,7 +36,6 @@ class IdleExpiry:
         self._wake = threading.Condition()
         self._due: float | None = None
         self._thread: threading.Thread | None = None
-        self._paused = False  # stopped while the process forks
         _ALL.add(self)
 
     def arm(self, due: float) -> bool:
@@ -53,7 +51,17 @@ class IdleExpiry:
         with self._wake:
             if self._sooner(due):
                 self._wake.notify()
-            return self._thread is not None or self._start_thread()
+            if self._thread is not None:
+                return True
+            # A daemon: it must never delay the interpreter's exit.
+            thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                self._due = None
+                return False
+            self._thread = thread
+            return True
 
     def disarm(self) -> None:
         """Nothing waits any more (its owner closed): the thread ends now, not at the time armed."""
@@ -61,24 +69,10 @@ class IdleExpiry:
             self._due = None
             self._wake.notify()
 
-    def _start_thread(self) -> bool:
-        """Start the thread (lock held); False if none can start (interpreter exit)."""
-        if self._paused:  # a fork is under way: the parent starts it after
-            return True
-        # A daemon: it must never delay the interpreter's exit.
-        thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        try:
-            thread.start()
-        except RuntimeError:  # "can't create new thread at interpreter shutdown"
-            self._due = None
-            return False
-        self._thread = thread
-        return True
-
     def _run(self) -> None:
         with self._wake:
             try:
-                while self._due is not None and not self._paused:
+                while self._due is not None:
                     wait = self._due - time.monotonic()
                     if wait > 0:
                         self._wake.wait(min(wait, threading.TIMEOUT_MAX))  # a due time may be far off
@@ -101,27 +95,10 @@ class IdleExpiry:
         self._due = due
         return True
 
-    def _pause(self) -> threading.Thread | None:
-        """Before a fork: have the thread return and start none (see _fd_watcher); the thread to join.
-
-        Other fork hooks may arm meanwhile (the reaper's, as it runs what is due: a
-        result collected returns its segment to the pool): that thread waits for the parent.
-        """
-        with self._wake:
-            self._paused = True
-            self._wake.notify()
-            return self._thread
-
-    def _resume_in_parent(self) -> None:
-        with self._wake:
-            self._paused = False
-            if self._due is not None and self._thread is None:
-                self._start_thread()
-
     def _forget_after_fork(self) -> None:
         """In a forked child the thread is gone: the next arm() starts one."""
         self._wake = threading.Condition()
-        self._due, self._thread, self._paused = None, None, False
+        self._due, self._thread = None, None
 
 
 _ALL: weakref.WeakSet[IdleExpiry] = (
@@ -129,30 +106,9 @@ _ALL: weakref.WeakSet[IdleExpiry] = (
 )  # one fork hook for all: a hook each would keep them alive
 
 
-# expire() takes its owner's lock: should a fork ever come from a thread that holds it,
-# fork with the thread still running rather than hang.
-_JOIN_SECONDS = 1.0
-
-
-def _pause_threads_before_fork() -> None:
-    threads = [expiry._pause() for expiry in list(_ALL)]
-    for thread in threads:
-        if thread is not None and thread is not threading.current_thread():  # expire() may fork
-            join_before_fork(thread, _JOIN_SECONDS)
-
-
-def _resume_threads_in_parent() -> None:
-    for expiry in list(_ALL):
-        expiry._resume_in_parent()
-
-
 def _forget_threads_after_fork() -> None:
     for expiry in list(_ALL):
         expiry._forget_after_fork()
 
 
-at_fork(
-    before=_pause_threads_before_fork,
-    after_in_parent=_resume_threads_in_parent,
-    after_in_child=_forget_threads_after_fork,
-)
+at_fork(after_in_child=_forget_threads_after_fork)

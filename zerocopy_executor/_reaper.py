@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ._fork_safety import at_fork, join_before_fork
+from ._fork_safety import at_fork
 
 __all__ = ["drain", "exclusive", "on_death", "pending"]
 
@@ -118,7 +118,7 @@ def _stop_before_fork() -> None:
     # ours before any fork, and start it again afterwards.
     if _STARTED_IN_PID[0] == os.getpid() and _THREAD:
         _WAKE.put(None)
-        join_before_fork(_THREAD.pop())
+        _THREAD.pop().join()
         _STARTED_IN_PID[0] = 0
 
 

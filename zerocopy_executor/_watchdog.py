@@ -11,37 +11,36 @@ whether the parent pid still exists.
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
-from typing import NoReturn
-
-from ._fd_watcher import FdWatcher
 
 __all__ = ["exit_with_parent", "is_running"]
 
 _POLL_SECONDS = 0.5
-_WATCHERS: list[FdWatcher] = []  # kept alive: the fork hooks hold them weakly
 
 
 def exit_with_parent(parent_pid: int, on_orphaned: Callable[[], object] | None = None) -> None:
     """Start a daemon thread that runs on_orphaned and exits once parent_pid is gone."""
     try:
-        pidfd = os.pidfd_open(parent_pid)
+        pidfd: int | None = os.pidfd_open(parent_pid)
     except ProcessLookupError:
         _die(on_orphaned)
     except (AttributeError, OSError):  # not Linux, or a kernel before 5.3
-        name = "zerocopy-parent-watch"
-        threading.Thread(target=_poll, args=(parent_pid, on_orphaned), name=name, daemon=True).start()
-        return
-    # A pidfd is readable once its process has exited; the watcher steps aside when a task forks.
-    _WATCHERS.append(FdWatcher("zerocopy-parent-watch", pidfd, partial(_die, on_orphaned)))
+        pidfd = None
+    thread = threading.Thread(
+        target=_watch, args=(parent_pid, pidfd, on_orphaned), name="zerocopy-parent-watch", daemon=True
+    )
+    thread.start()
 
 
-def _poll(parent_pid: int, on_orphaned: Callable[[], object] | None) -> None:
-    while is_running(parent_pid):
-        time.sleep(_POLL_SECONDS)
+def _watch(parent_pid: int, pidfd: int | None, on_orphaned: Callable[[], object] | None) -> None:
+    if pidfd is not None:
+        select.select([pidfd], [], [])  # readable once the parent has exited
+    else:
+        while is_running(parent_pid):
+            time.sleep(_POLL_SECONDS)
     _die(on_orphaned)
 
 
@@ -60,7 +59,7 @@ def is_running(pid: int) -> bool:
         return True
 
 
-def _die(on_orphaned: Callable[[], object] | None) -> NoReturn:
+def _die(on_orphaned: Callable[[], object] | None) -> None:
     try:
         if on_orphaned is not None:
             on_orphaned()

@@ -76,9 +76,9 @@ def run_script(arguments: list[str], tmp_path: Path) -> str:
         sys.executable,
         "-W",
         "default",
-        # Python 3.12+ warns at a fork while the kernel counts another thread; one that
-        # ProcessPoolExecutor's shutdown() has just joined may still be exiting. Ours
-        # never run at a fork (test_fork_safety).
+        # Python 3.12+ warns on fork from a multi-threaded process (ProcessPoolExecutor's
+        # just-joined threads may still count); the fork start method is exercised
+        # deliberately (as in pyproject's filterwarnings).
         "-W",
         "ignore:This process:DeprecationWarning",
         *arguments,

@@ -43,9 +43,8 @@ def test_threaded_load_leaks_no_descriptor_or_segment(tmp_path, reaper, start_me
     assert when_idle <= after_quarter + FD_SLACK, report
     # What stays open once the executor is gone is process-wide by design: the
     # resource tracker's pipe and the forkserver's (both stdlib singletons), and with
-    # memfd segments the inbox workers hand them over to (see _handover) and the eventfd
-    # that stops its reader thread for a fork (see _fd_watcher).
-    assert after_del - before_executor <= 2 + 2 * _memfd.chosen(), report["fds"]
+    # memfd segments the inbox workers hand them over to (see _handover).
+    assert after_del - before_executor <= 2 + _memfd.chosen(), report["fds"]
     for pid, (_, _, growth) in report["worker_fds"].items():
         assert growth <= FD_SLACK, f"worker {pid} descriptors grew: {report['worker_fds']}"
     for pid, (first, last) in report["helper_fds"].items():

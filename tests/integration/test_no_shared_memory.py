@@ -36,7 +36,7 @@ def run_in_lane(lane: str, start_method: str) -> tuple[dict, str]:
     env.pop("PYTHONWARNINGS", None)
     # Python 3.12+ warns at a fork while the kernel still counts another thread, and a
     # thread ProcessPoolExecutor's shutdown() has just joined may still be exiting: plain
-    # ProcessPoolExecutors in a row meet it too. Ours never run at a fork (test_fork_safety).
+    # ProcessPoolExecutors in a row meet it too. What this test checks is our warnings.
     done = subprocess.run(
         [sys.executable, "-W", "default", "-W", QUIET_FORK, str(SCRIPT), start_method],
         capture_output=True,

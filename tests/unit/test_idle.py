@@ -102,26 +102,3 @@ def test_an_expire_that_raises_does_not_stop_later_expiry(monkeypatch) -> None:
     assert _wait_for(lambda: calls and not _threads())
     owner.keep("b", 0.01)
     assert _wait_for(lambda: owner.gone == ["a", "b"])
-
-
-def test_the_thread_steps_aside_for_a_fork_and_keeps_what_is_due() -> None:
-    """Before a fork the thread returns; after it, in the parent, a new one expires what was armed."""
-    owner = _Owner()
-    owner.keep("soon", 1.0)
-    thread = owner.expiry._pause()  # what the before-fork hook does
-    assert thread is not None
-    thread.join(5)
-    assert not _threads()
-    owner.expiry._resume_in_parent()
-    assert _threads()
-    assert _wait_for(lambda: owner.gone == ["soon"] and not _threads())
-
-
-def test_arming_while_a_fork_is_under_way_starts_the_thread_only_after_it() -> None:
-    """What another fork hook arms (the reaper's) waits for the parent: no thread runs into the fork."""
-    owner = _Owner()
-    assert owner.expiry._pause() is None  # nothing armed yet
-    owner.keep("meanwhile", 0.05)
-    assert not _threads()
-    owner.expiry._resume_in_parent()
-    assert _wait_for(lambda: owner.gone == ["meanwhile"] and not _threads())
