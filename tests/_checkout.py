@@ -17,6 +17,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "zerocopy_executor"
 PROBE_DIR = Path(__file__).resolve().with_name("_import_probe")
+# A -W option for children run under the fork start method. Python 3.12+ warns at a fork
+# while the kernel counts another thread, and one ProcessPoolExecutor's shutdown() has just
+# joined may still be exiting (plain ProcessPoolExecutors in a row meet it too); pyproject's
+# filterwarnings ignores it in-process.
+IGNORE_FORK_WARNING = "ignore:This process:DeprecationWarning"
 
 
 def checkout_env(probe: Path | None = None) -> dict[str, str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._checkout import ROOT, assert_imported_checkout, checkout_env
+from tests._checkout import IGNORE_FORK_WARNING, ROOT, assert_imported_checkout, checkout_env
 
 RUN_TIMEOUT = 120
 POLL_SECONDS = 0.1
@@ -76,11 +76,8 @@ def run_script(arguments: list[str], tmp_path: Path) -> str:
         sys.executable,
         "-W",
         "default",
-        # Python 3.12+ warns on fork from a multi-threaded process (ProcessPoolExecutor's
-        # just-joined threads may still count); the fork start method is exercised
-        # deliberately (as in pyproject's filterwarnings).
         "-W",
-        "ignore:This process:DeprecationWarning",
+        IGNORE_FORK_WARNING,
         *arguments,
     ]
     child = subprocess.Popen(

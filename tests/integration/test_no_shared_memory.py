@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._checkout import ROOT, checkout_env
+from tests._checkout import IGNORE_FORK_WARNING, ROOT, checkout_env
 
 SITE = Path(__file__).resolve().parents[1] / "_no_shm_site"
 SCRIPT = Path(__file__).resolve().parents[1] / "_no_shm_script.py"
@@ -25,7 +25,6 @@ WHY = {
     "refused": "cannot create a segment in /dev/shm: Permission denied (EACCES)",
 }
 
-QUIET_FORK = "ignore:This process:DeprecationWarning"
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="simulates the lanes on Linux")
 
 
@@ -34,11 +33,8 @@ def run_in_lane(lane: str, start_method: str) -> tuple[dict, str]:
     env["PYTHONPATH"] = f"{SITE}:{env['PYTHONPATH']}"
     env["ZC_TEST_NO_SHM"] = lane
     env.pop("PYTHONWARNINGS", None)
-    # Python 3.12+ warns at a fork while the kernel still counts another thread, and a
-    # thread ProcessPoolExecutor's shutdown() has just joined may still be exiting: plain
-    # ProcessPoolExecutors in a row meet it too. What this test checks is our warnings.
-    done = subprocess.run(
-        [sys.executable, "-W", "default", "-W", QUIET_FORK, str(SCRIPT), start_method],
+    done = subprocess.run(  # CPython's own fork warning aside, our warnings are what it checks
+        [sys.executable, "-W", "default", "-W", IGNORE_FORK_WARNING, str(SCRIPT), start_method],
         capture_output=True,
         text=True,
         timeout=120,
